@@ -1,0 +1,37 @@
+"""What a request handler borrows from the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from jobs.repository import StoryRepository
+from jobs.storage import LocalMediaStorage
+from runner.client import JobClient
+from runner.resources import Resources
+
+__all__ = ["AppState", "State", "get_state"]
+
+
+@dataclass(frozen=True)
+class AppState:
+    resources: Resources
+    jobs: JobClient
+    stories: StoryRepository
+    storage: LocalMediaStorage
+
+    def media_url(self, request: Request, key: str | None) -> str | None:
+        if key is None:
+            return None
+        base = self.resources.settings.media_base_url or str(request.url_for("media", path=""))
+        return f"{base.rstrip('/')}/{key}"
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.storymimi
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]

@@ -1,0 +1,39 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import State
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+_CHECK_TIMEOUT_S = 2.0
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is up and serving (says nothing of Redis or Postgres: see /ready)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(state: State) -> JSONResponse:
+    """200 only when Redis and Postgres both answer; else 503 naming the one that is down."""
+    checks: dict[str, Any] = {}
+    for name, probe in (
+        ("redis", state.resources.redis.ping()),
+        ("postgres", state.resources.db.fetchval("SELECT 1")),
+    ):
+        try:
+            await asyncio.wait_for(probe, _CHECK_TIMEOUT_S)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"down: {type(exc).__name__}: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,54 @@
+"""The story jobs' process-lifetime services, opened once per worker over the runner's resources."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from jobs.providers.base import Providers
+from jobs.providers.offline import offline_providers
+from jobs.repository import StoryRepository
+from jobs.storage import LocalMediaStorage, MediaStorage
+from runner.errors import ConfigError
+from runner.resources import Resources
+from runner.settings import Settings
+
+__all__ = ["StoryServices", "build_providers", "open_story_services"]
+
+log = structlog.get_logger("jobs.services")
+
+
+@dataclass(frozen=True)
+class StoryServices:
+    stories: StoryRepository
+    storage: MediaStorage
+    providers: Providers
+
+
+def build_providers(settings: Settings) -> Providers:
+    """The configured providers. Only the offline ones exist so far; others say so instead of faking."""
+    chosen = {settings.text_provider, settings.image_provider, settings.speech_provider}
+    if chosen != {"offline"}:
+        raise ConfigError(
+            f"providers {sorted(chosen - {'offline'})} are not available in this build yet; "
+            "set TEXT_PROVIDER, IMAGE_PROVIDER and SPEECH_PROVIDER to 'offline'"
+        )
+    log.warning(
+        "offline_providers_in_use",
+        detail="stories, images and audio are deterministic placeholders made locally; no AI is called",
+        latency_ms=settings.offline_latency_ms,
+    )
+    return offline_providers(settings.offline_latency_ms / 1000)
+
+
+@asynccontextmanager
+async def open_story_services(resources: Resources) -> AsyncIterator[StoryServices]:
+    settings = resources.settings
+    yield StoryServices(
+        stories=StoryRepository(resources.db),
+        storage=LocalMediaStorage(settings.media_path),
+        providers=build_providers(settings),
+    )

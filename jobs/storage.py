@@ -1,0 +1,140 @@
+"""Media storage: where generated images and narration live, addressed by relative POSIX keys.
+
+Keys look like "stories/<uuid>/scene-01.png". The local backend writes each file atomically (temp file
+in the same directory, then os.replace), so a reader never sees a half-written file and re-running a
+job simply overwrites. Disk work runs in a thread so it never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+__all__ = ["LocalMediaStorage", "MediaStorage", "content_type_for", "validate_key"]
+
+MAX_KEY_LENGTH = 512
+# One path part: starts with a letter or digit (so no hidden files or "-flag" names), then a
+# conservative set that is safe in URLs and on every filesystem.
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_TEMP_PREFIX = ".tmp-"  # cannot collide with a key part, which must start with a letter or digit
+
+_CONTENT_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+}
+
+
+def content_type_for(key: str) -> str:
+    """The MIME type for a key, by its extension (case-insensitive)."""
+    suffix = PurePosixPath(key).suffix.lower().lstrip(".")
+    return _CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+
+def validate_key(key: str) -> str:
+    """Return `key` if it is a safe relative POSIX path; raise ValueError saying what is wrong."""
+    if not key:
+        raise ValueError("storage key is empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"storage key is longer than {MAX_KEY_LENGTH} characters")
+    if "\\" in key:
+        raise ValueError(f"storage key {key!r} contains a backslash; use '/' between parts")
+    if key.startswith("/"):
+        raise ValueError(f"storage key {key!r} is absolute; keys are relative to the storage root")
+    for part in key.split("/"):
+        if not part:
+            raise ValueError(f"storage key {key!r} has an empty part (leading, trailing or double '/')")
+        if part in (".", ".."):
+            raise ValueError(f"storage key {key!r} contains a {part!r} part")
+        if not _PART.fullmatch(part):
+            raise ValueError(
+                f"storage key {key!r} has an unsafe part {part!r}: parts must start with a letter or "
+                "digit and use only letters, digits, '.', '_' and '-' (at most 128 characters)"
+            )
+    return key
+
+
+class MediaStorage(Protocol):
+    """Where job output goes. Keys are validated relative POSIX paths."""
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store `data` under `key` (replacing any previous value) and return the key."""
+        ...
+
+    async def get_path(self, key: str) -> Path | None:
+        """A local file to serve for `key`, or None if there is none."""
+        ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove everything under the directory `prefix`; return how many files were removed."""
+        ...
+
+
+class LocalMediaStorage:
+    """MediaStorage on the local filesystem under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        # content_type is not stored locally: serving derives it from the extension (content_type_for).
+        path = self._path(key)
+        await asyncio.to_thread(_write_atomic, self.root, path, data)
+        return key
+
+    async def get_path(self, key: str) -> Path | None:
+        return await asyncio.to_thread(_existing_file, self.root, self._path(key))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        return await asyncio.to_thread(_delete_tree, self.root, self._path(prefix.rstrip("/")))
+
+
+def _check_inside(root: Path, path: Path) -> None:
+    """Keys cannot contain "..", but a symlinked directory could still point outside the root."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"storage path {path} resolves outside the storage root {root}")
+
+
+def _existing_file(root: Path, path: Path) -> Path | None:
+    _check_inside(root, path)
+    return path if path.is_file() else None
+
+
+def _write_atomic(root: Path, path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, then rename over it: readers see old or new, never half."""
+    _check_inside(root, path)  # before mkdir, so a symlink cannot make us create directories outside
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as temp:
+            temp.write(data)
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; the server may run as another user
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _delete_tree(root: Path, path: Path) -> int:
+    """Remove the file or directory tree at `path`; return the number of files removed."""
+    _check_inside(root, path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+        return 1
+    if not path.is_dir():
+        return 0
+    count = sum(1 for entry in path.rglob("*") if not entry.is_dir() or entry.is_symlink())
+    # rmtree refuses to follow symlinks out of the tree, so a stray link cannot delete outside root.
+    shutil.rmtree(path)
+    return count

@@ -1,0 +1,116 @@
+"""Command line: `python -m runner {run,worker,api,migrate}`. One event loop per process, made here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+from typing import Any
+
+import structlog
+
+from runner.logs import configure_logging
+from runner.settings import Settings
+
+log = structlog.get_logger("runner")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    command: Any = {"run": _run, "worker": _worker, "api": _api}[args.command]
+    code: int = command(settings, args)
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runner", description="StoryMimi job runner")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="embedded servers (if needed), the API and WORKERS workers, supervised")
+    run.add_argument("--app", default="api.main:create_app", help="ASGI app factory, module:function")
+    run.add_argument("--jobs", default="jobs:registry", help="job registry, module:attribute")
+    run.add_argument("--no-api", action="store_true", help="run the workers only")
+    run.add_argument("--no-workers", action="store_true", help="run the API only")
+    worker = sub.add_parser("worker", help="one worker process (normally started by `run`)")
+    worker.add_argument("--jobs", default="jobs:registry")
+    api = sub.add_parser("api", help="one API process (normally started by `run`)")
+    api.add_argument("--app", default="api.main:create_app")
+    return parser
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from runner.launcher import LaunchPlan, launch
+
+    return launch(settings, LaunchPlan(app=None if args.no_api else args.app,
+                                       jobs=None if args.no_workers else args.jobs))  # fmt: skip
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    import uvloop
+
+    from runner.registry import Registry
+
+    registry = _load(args.jobs)
+    if not isinstance(registry, Registry):
+        raise SystemExit(f"--jobs {args.jobs} must name a runner.registry.Registry, got {type(registry).__name__}")
+    code: int = uvloop.run(_worker_main(settings, registry))
+    return code
+
+
+async def _worker_main(settings: Settings, registry: Any) -> int:
+    from runner.supervisor import RECYCLE_EXIT_CODE
+    from runner.worker import ExitReason, Worker
+
+    worker = Worker(settings, registry)
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:  # record; the worker's loop acts
+        received.append(signum)
+        if len(received) > 1 and signum == signal.SIGINT:
+            worker.force_stop()
+        else:
+            worker.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    watchdog = asyncio.create_task(_stop_when_orphaned(worker))
+    try:
+        reason = await worker.run()
+    finally:
+        watchdog.cancel()
+    return 0 if reason is ExitReason.STOPPED else RECYCLE_EXIT_CODE
+
+
+async def _stop_when_orphaned(worker: Any) -> None:
+    """A worker whose supervisor vanished (SIGKILLed) stops gracefully instead of running unsupervised."""
+    parent = os.getppid()
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death; poll it
+        await asyncio.sleep(1.0)
+    log.warning("supervisor_gone", parent_pid=parent)
+    worker.stop()
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+    import uvloop
+
+    config = uvicorn.Config(args.app, factory=True, host=settings.host, port=settings.port,
+                            log_config=None, access_log=False, lifespan="on")  # fmt: skip
+    uvloop.run(uvicorn.Server(config).serve())
+    return 0
+
+
+def _load(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    if not attribute:
+        raise SystemExit(f"expected module:attribute, got {path!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The enqueue client: records a job's `pending` row, then puts the job in Redis under a deterministic id.
+
+Enqueueing the same job id twice runs the job once: the row insert and arq's enqueue both refuse a second
+copy. Callers that write their own rows in the same transaction use `record()` inside it and `push()`
+after commit, so no worker can start a job whose rows are not yet visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runner.registry import JobSpec
+from runner.resources import Resources
+from runner.store import Connection, JobRow, JobStore
+
+__all__ = ["EnqueueResult", "JobClient"]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    job_id: str
+    recorded: bool  # a new status row was written
+    queued: bool  # a new job entered Redis (False: one with this id was queued or finished already)
+
+
+class JobClient:
+    """Enqueue jobs and read their status. Borrows the process's resources."""
+
+    def __init__(self, resources: Resources, specs: dict[str, JobSpec]) -> None:
+        self._resources = resources
+        self._specs = specs
+        self.store = JobStore(resources.db)
+
+    def spec(self, name: str) -> JobSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise KeyError(f"no job named {name!r}; known jobs: {sorted(self._specs)}") from None
+
+    async def enqueue(self, name: str, *, job_id: str, **kwargs: Any) -> EnqueueResult:
+        """Record and push in one call, for callers with no rows of their own to write."""
+        recorded = await self.record(name, job_id=job_id, kwargs=kwargs)
+        queued = await self.push(name, job_id=job_id, kwargs=kwargs)
+        return EnqueueResult(job_id, recorded, queued)
+
+    async def record(self, name: str, *, job_id: str, kwargs: dict[str, Any], conn: Connection | None = None) -> bool:
+        """Validate the arguments and write the `pending` row (in `conn`'s transaction if given)."""
+        spec = self.spec(name)
+        spec.bind((), kwargs)  # refuse bad arguments here, before anything is queued
+        assert spec.queue is not None
+        return await self.store.insert_pending(
+            job_id=job_id, name=name, queue=spec.queue, args=kwargs, max_tries=spec.max_tries, conn=conn
+        )
+
+    async def push(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> bool:
+        """Put the job in Redis; False if a job with this id is queued, running or recently finished."""
+        spec = self.spec(name)
+        job = await self._resources.redis.enqueue_job(name, _job_id=job_id, _queue_name=spec.queue, **kwargs)
+        return job is not None
+
+    async def get(self, job_id: str) -> JobRow | None:
+        return await self.store.get(job_id)

@@ -1,0 +1,55 @@
+"""The typed context a job receives as its first argument."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+from arq.connections import ArqRedis
+
+from runner.resources import Resources
+from runner.settings import Settings
+
+__all__ = ["JobContext"]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running job may use: the process's resources (borrowed, never closed by the job), the
+    services its registry opened, and facts about this run. `log` is bound to the job's ids."""
+
+    resources: Resources
+    services: Any
+    job_id: str
+    job_name: str
+    attempt: int
+    max_tries: int
+    enqueued_at: datetime
+    worker_id: str
+    kwargs: Mapping[str, Any]
+    log: structlog.stdlib.BoundLogger
+
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        return self.resources.db
+
+    @property
+    def redis(self) -> ArqRedis:
+        return self.resources.redis
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.resources.http
+
+    @property
+    def is_last_try(self) -> bool:
+        return self.attempt >= self.max_tries

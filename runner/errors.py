@@ -1,0 +1,97 @@
+"""The runner's errors.
+
+RunnerError
+├── ConfigError                 a setting is missing or wrong
+├── ResourceNotOpenError        a process resource was used before open_resources()
+├── StartupError                Redis or Postgres never answered during start-up
+└── JobError                    raised by or around a job; decides retries
+    ├── TransientError          worth retrying (timeouts, 429, 5xx, lost connections)
+    │   └── LeaseLostError      another worker took over this job
+    └── PermanentError          retrying cannot help; fail at once
+        ├── PayloadError        the job in Redis is not valid JSON of arq's job shape
+        ├── UnknownJobError     the payload names a job nobody registered
+        ├── JobArgumentsError   the arguments do not match the job's signature
+        └── JobTimeoutError     the hard time limit stopped the job
+
+SoftTimeLimitExceeded            raised inside a job at its soft limit (catch it to clean up)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "JobArgumentsError",
+    "JobError",
+    "JobTimeoutError",
+    "LeaseLostError",
+    "PayloadError",
+    "PermanentError",
+    "ResourceNotOpenError",
+    "RunnerError",
+    "SoftTimeLimitExceeded",
+    "StartupError",
+    "TransientError",
+    "UnknownJobError",
+]
+
+
+class RunnerError(Exception):
+    """A runner error."""
+
+
+class ConfigError(RunnerError):
+    """A setting is missing or has a wrong value."""
+
+
+class ResourceNotOpenError(RunnerError):
+    """A process resource was used before it was opened: use `async with open_resources(settings)`."""
+
+
+class StartupError(RunnerError):
+    """Redis or Postgres did not answer within STARTUP_RETRY_S."""
+
+
+class JobError(RunnerError):
+    """An error raised by or around a job."""
+
+
+class TransientError(JobError):
+    """A failure that may pass: the job is retried with backoff.
+
+    `retry_after_s` carries a server's Retry-After hint, which the retry policy honours.
+    """
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").splitlines()[0])
+        self.retry_after_s = retry_after_s
+
+
+class LeaseLostError(TransientError):
+    """The job's lease expired and another worker may run it."""
+
+
+class PermanentError(JobError):
+    """A failure that retrying cannot fix: the job fails at once."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or (self.__doc__ or "").splitlines()[0])
+
+
+class PayloadError(PermanentError):
+    """The job payload in Redis is not a JSON object of arq's job shape."""
+
+
+class UnknownJobError(PermanentError):
+    """The payload names a job that no registry entry has."""
+
+
+class JobArgumentsError(PermanentError):
+    """The job's arguments do not match its signature."""
+
+
+class JobTimeoutError(PermanentError):
+    """The job ran past its hard time limit and was stopped."""
+
+
+class SoftTimeLimitExceeded(Exception):
+    """The job reached its soft time limit; it may clean up before the hard limit stops it."""

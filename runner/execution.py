@@ -1,0 +1,248 @@
+"""Running one claimed job: decode, validate, run under its time limit, and record how it ended.
+
+Every path ends in exactly one of: finished (completed or failed, result kept in Redis, row terminal),
+rescheduled for a retry (row `retrying`), or released for another worker (graceful stop). Bookkeeping
+that fails (Redis or Postgres gone) releases the job rather than dropping it: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from arq.jobs import serialize_result
+from arq.utils import ms_to_datetime
+
+from runner import serializer
+from runner.context import JobContext
+from runner.errors import JobTimeoutError, PermanentError, UnknownJobError
+from runner.queue import ClaimedJob, RedisQueue
+from runner.registry import JobSpec
+from runner.resources import Resources
+from runner.status import JobStatus
+from runner.store import JobStore, Transition
+
+__all__ = ["JobExecutor"]
+
+log = structlog.get_logger("runner.job")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    spec: JobSpec
+    kwargs: dict[str, Any]
+    attempt: int
+    enqueue_time_ms: int
+
+
+class JobExecutor:
+    """Runs claimed jobs for one worker. Shared by all of the worker's job tasks."""
+
+    def __init__(
+        self,
+        resources: Resources,
+        services: Any,
+        specs: dict[str, JobSpec],
+        queue: RedisQueue,
+        store: JobStore,
+    ) -> None:
+        self._resources = resources
+        self._services = services
+        self._specs = specs
+        self._queue = queue
+        self._store = store
+        self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
+
+    async def execute(self, claimed: ClaimedJob) -> None:
+        """Run one claimed job to one of its ends; never raises but CancelledError (worker stopping)."""
+        with structlog.contextvars.bound_contextvars(job_id=claimed.job_id, attempt=claimed.try_count):
+            try:
+                await self._execute(claimed)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._release(claimed, "worker stopped before the job finished"))
+                raise
+            except Exception as exc:  # bookkeeping failed: give the job back rather than lose it
+                log.exception("job_bookkeeping_failed", error=repr(exc))
+                await asyncio.shield(self._release(claimed, f"runner error: {exc!r}", delay_s=1.0))
+
+    async def _execute(self, claimed: ClaimedJob) -> None:
+        try:
+            prepared = self._prepare(claimed)
+        except PermanentError as exc:
+            await self._refuse(claimed, exc)
+            return
+        spec = prepared.spec
+        fields = {k: _loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
+        with structlog.contextvars.bound_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields):
+            ctx = self._context(claimed, prepared)
+            if prepared.attempt > spec.max_tries:
+                error = f"gave up after {spec.max_tries} tries: the job's worker stopped each time before it ended"
+                await self._fail(claimed, prepared, ctx, error)
+                return
+            await self._store.move(self._transition(claimed, prepared, JobStatus.PROCESSING))
+            log.info("job_started", queued_ms=max(0, _now_ms() - prepared.enqueue_time_ms))
+            await self._run(claimed, prepared, ctx)
+
+    async def _run(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> None:
+        spec = prepared.spec
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(spec.timeout_s) as limit:
+                result = await spec.coroutine(ctx, **prepared.kwargs)
+            serializer.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and limit.expired():
+                exc = JobTimeoutError(f"stopped at the hard time limit of {spec.timeout_s:g}s")
+            await self._after_error(claimed, prepared, ctx, exc, started)
+        else:
+            await self._complete(claimed, prepared, result, started)
+
+    async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
+        await self._store.move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
+        await self._queue.finish(
+            claimed.job_id, self._result_bytes(claimed, prepared, True, result), self._keep_result_ms
+        )
+        log.info("job_completed", outcome="completed", duration_ms=_elapsed_ms(started))
+
+    async def _after_error(
+        self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, exc: BaseException, started: float
+    ) -> None:
+        error = _describe(exc)
+        assert prepared.spec.retry is not None
+        delay = prepared.spec.retry.decide(exc, prepared.attempt)
+        if delay is None:
+            log.warning("job_failed", outcome="failed", error=error, duration_ms=_elapsed_ms(started))
+            await self._fail(claimed, prepared, ctx, error)
+            return
+        log.warning("job_retrying", outcome="retrying", error=error, retry_in_s=round(delay, 3))
+        await self._store.move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
+        await self._queue.release(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
+
+    async def _fail(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, error: str) -> None:
+        await self._store.move(self._transition(claimed, prepared, JobStatus.FAILED, error=error))
+        await self._run_failure_hook(prepared.spec, ctx, error)
+        await self._queue.finish(
+            claimed.job_id, self._result_bytes(claimed, prepared, False, error), self._keep_result_ms
+        )
+
+    async def _refuse(self, claimed: ClaimedJob, exc: PermanentError) -> None:
+        """A payload we cannot run: record why, finish it, keep the worker going."""
+        name, spec = self._peek_name(claimed)
+        error = _describe(exc)
+        log.warning("job_refused", job_name=name, outcome="failed", error=error)
+        max_tries = spec.max_tries if spec else 1
+        await self._store.move(
+            Transition(claimed.job_id, JobStatus.FAILED, name=name, queue=self._queue.queue,
+                       attempt=claimed.try_count, max_tries=max_tries, worker=self._queue.worker_id, error=error)
+        )  # fmt: skip
+        if spec is not None and spec.on_failure is not None:
+            kwargs = self._peek_kwargs(claimed)
+            prepared = _Prepared(spec, kwargs, claimed.try_count, 0)
+            await self._run_failure_hook(spec, self._context(claimed, prepared), error)
+        result = serializer.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
+                                       "r": error, "st": _now_ms(), "ft": _now_ms(), "q": self._queue.queue,
+                                       "id": claimed.job_id})  # fmt: skip
+        await self._queue.finish(claimed.job_id, result, self._keep_result_ms)
+
+    async def _release(self, claimed: ClaimedJob, reason: str, delay_s: float = 0.0) -> None:
+        try:
+            released = await self._queue.release(
+                claimed.job_id, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True
+            )
+            log.warning("job_released", reason=reason, released=released)
+            await self._store.move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason,
+                                              attempt=claimed.try_count, queue=self._queue.queue))  # fmt: skip
+        except Exception as exc:  # the lease will expire and another worker will run the job
+            log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queue.lease_ms)
+
+    async def _run_failure_hook(self, spec: JobSpec, ctx: JobContext, error: str) -> None:
+        if spec.on_failure is None:
+            return
+        try:
+            await spec.on_failure(ctx, error)
+        except Exception as exc:
+            log.exception("job_failure_hook_failed", error=repr(exc))
+
+    def _prepare(self, claimed: ClaimedJob) -> _Prepared:
+        if claimed.payload is None:
+            raise PermanentError("job payload is gone from Redis (expired before any worker ran it)")
+        payload = serializer.decode_job(claimed.payload)
+        spec = self._specs.get(payload.name)
+        if spec is None:
+            raise _unknown(payload.name, self._specs)
+        kwargs = spec.bind(payload.args, payload.kwargs)
+        attempt = max(claimed.try_count, payload.enqueue_try or 0)
+        return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms)
+
+    def _context(self, claimed: ClaimedJob, prepared: _Prepared) -> JobContext:
+        return JobContext(
+            resources=self._resources,
+            services=self._services,
+            job_id=claimed.job_id,
+            job_name=prepared.spec.name,
+            attempt=prepared.attempt,
+            max_tries=prepared.spec.max_tries,
+            enqueued_at=ms_to_datetime(prepared.enqueue_time_ms or _now_ms()),
+            worker_id=self._queue.worker_id,
+            kwargs=prepared.kwargs,
+            log=structlog.get_logger("job"),
+        )
+
+    def _transition(
+        self,
+        claimed: ClaimedJob,
+        prepared: _Prepared,
+        status: JobStatus,
+        error: str | None = None,
+        result: Any = None,
+    ) -> Transition:
+        return Transition(
+            claimed.job_id, status, name=prepared.spec.name, queue=self._queue.queue, attempt=prepared.attempt,
+            max_tries=prepared.spec.max_tries, worker=self._queue.worker_id, error=error, result=result,
+        )  # fmt: skip
+
+    def _result_bytes(self, claimed: ClaimedJob, prepared: _Prepared, success: bool, result: Any) -> bytes | None:
+        now = _now_ms()
+        data: bytes | None = serialize_result(
+            prepared.spec.name, (), prepared.kwargs, prepared.attempt, prepared.enqueue_time_ms, success, result,
+            now, now, claimed.job_id, self._queue.queue, claimed.job_id, serializer=serializer.serialize,
+        )  # fmt: skip
+        return data
+
+    def _peek_name(self, claimed: ClaimedJob) -> tuple[str, JobSpec | None]:
+        try:
+            name = str(serializer.deserialize(claimed.payload or b"")["f"])
+        except Exception:
+            return "<undecodable>", None
+        return name, self._specs.get(name)
+
+    def _peek_kwargs(self, claimed: ClaimedJob) -> dict[str, Any]:
+        try:
+            kwargs = serializer.deserialize(claimed.payload or b"").get("k")
+        except Exception:
+            return {}
+        return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _unknown(name: str, specs: dict[str, JobSpec]) -> PermanentError:
+    return UnknownJobError(f"no job named {name!r} is registered; known jobs: {sorted(specs)}")
+
+
+def _loggable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

@@ -1,0 +1,151 @@
+"""Queue operations on arq's Redis layout, each one Lua script and one round trip.
+
+Layout (arq's, so arq's client and `Job` keep working):
+    <queue>                      sorted set of job ids, scored by the ms time they are due
+    arq:job:<id>                 the JSON job envelope
+    arq:in-progress:<id>         the lease: value = the owning worker's id, short TTL, renewed while running
+    arq:retry:<id>               how many times the job was started (a try counter)
+    arq:result:<id>              the JSON result envelope, kept KEEP_RESULT_S
+
+arq guards a running job with an in-progress key that lives for the job timeout + 10 s, so a job whose
+worker died waits up to an hour. Here that key is a lease of LEASE_TTL_S that the worker renews; only its
+owner may renew, release or finish it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+
+__all__ = ["ClaimedJob", "RedisQueue"]
+
+_RETRY_KEY_TTL_MS = 88_400_000  # as arq
+
+# Claim up to ARGV[2] due jobs: skip leased ones without reading them, lease, count a try, return payloads.
+# The scan is bounded (ARGV[5]) so one call never blocks Redis for long, yet it looks past running jobs,
+# which arq's fixed queue_read_limit does not (an idle worker there can starve behind 100 running jobs).
+_CLAIM = """
+local queue, now, want, lease_ms = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local worker, scan = ARGV[4], tonumber(ARGV[5])
+local out, got, offset = {}, 0, 0
+while got < want and offset < scan do
+  local page = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, 200)
+  if #page == 0 then break end
+  for i = 1, #page, 2 do
+    local id = page[i]
+    if redis.call('SET', ARGV[6] .. id, worker, 'NX', 'PX', lease_ms) then
+      local try = redis.call('INCR', ARGV[8] .. id)
+      redis.call('PEXPIRE', ARGV[8] .. id, ARGV[9])
+      out[#out + 1] = {id, redis.call('GET', ARGV[7] .. id), try, page[i + 1]}
+      got = got + 1
+      if got >= want then break end
+    end
+  end
+  offset = offset + #page / 2
+end
+return out
+"""
+
+# Renew the leases we still own; return the ids whose lease is no longer ours.
+_RENEW = """
+local lost = {}
+for i = 4, #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('GET', key) == ARGV[2] then redis.call('PEXPIRE', key, ARGV[3]) else lost[#lost + 1] = ARGV[i] end
+end
+return lost
+"""
+
+# Finish a job for good: store the result, drop job, try counter, lease and queue entry.
+_FINISH = """
+local id, queue = ARGV[1], KEYS[1]
+if ARGV[3] ~= '' then
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('SET', ARGV[7] .. id, ARGV[3], 'PX', ARGV[4])
+  else
+    redis.call('SET', ARGV[7] .. id, ARGV[3])
+  end
+end
+redis.call('DEL', ARGV[5] .. id, ARGV[6] .. id)
+if redis.call('GET', ARGV[8] .. id) == ARGV[2] then redis.call('DEL', ARGV[8] .. id) end
+redis.call('ZREM', queue, id)
+redis.call('ZREM', 'arq:abort', id)
+return 1
+"""
+
+# Put a job back in the queue at ARGV[3] (ms) and drop our lease. ARGV[4] == '1' gives the try back
+# (a graceful stop did not really try the job, so it must not use up one of its tries).
+_RELEASE = """
+local id = ARGV[1]
+if redis.call('GET', ARGV[5] .. id) ~= ARGV[2] then return 0 end
+redis.call('DEL', ARGV[5] .. id)
+if redis.call('EXISTS', ARGV[6] .. id) == 1 then redis.call('ZADD', KEYS[1], ARGV[3], id) end
+if ARGV[4] == '1' and tonumber(redis.call('GET', ARGV[7] .. id) or '0') > 0 then redis.call('DECR', ARGV[7] .. id) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker now holds the lease of. `payload` is None when the job key has expired."""
+
+    job_id: str
+    payload: bytes | None
+    try_count: int
+    score_ms: int
+
+
+class RedisQueue:
+    """One queue's operations for one worker identity. Borrows the Redis pool."""
+
+    def __init__(self, redis: ArqRedis, *, queue: str, worker_id: str, lease_ttl_s: float) -> None:
+        self._redis = redis
+        self.queue = queue
+        self.worker_id = worker_id
+        self.lease_ms = max(int(lease_ttl_s * 1000), 100)
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+        self._finish = redis.register_script(_FINISH)
+        self._release = redis.register_script(_RELEASE)
+
+    async def claim(self, now_ms: int, limit: int, scan_limit: int = 10_000) -> list[ClaimedJob]:
+        """Lease up to `limit` due jobs in one round trip."""
+        rows: list[list[Any]] = await self._claim(
+            keys=[self.queue],
+            args=[now_ms, limit, self.lease_ms, self.worker_id, scan_limit,
+                  in_progress_key_prefix, job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS],
+        )  # fmt: skip
+        return [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3]))) for r in rows]
+
+    async def renew(self, job_ids: list[str]) -> list[str]:
+        """Extend our leases on `job_ids`; return the ids whose lease we lost."""
+        if not job_ids:
+            return []
+        lost: list[Any] = await self._renew(
+            keys=[], args=[in_progress_key_prefix, self.worker_id, self.lease_ms, *job_ids]
+        )
+        return [_text(x) for x in lost]
+
+    async def finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
+        """Remove a finished job from the queue, keeping its result envelope for `keep_result_ms`."""
+        await self._finish(
+            keys=[self.queue],
+            args=[job_id, self.worker_id, result or b"", keep_result_ms,
+                  job_key_prefix, retry_key_prefix, result_key_prefix, in_progress_key_prefix],
+        )  # fmt: skip
+
+    async def release(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
+        """Drop our lease and make the job due again at `due_ms`; False if the lease was not ours."""
+        released = await self._release(
+            keys=[self.queue],
+            args=[job_id, self.worker_id, due_ms, "1" if give_back_try else "0",
+                  in_progress_key_prefix, job_key_prefix, retry_key_prefix],
+        )  # fmt: skip
+        return bool(released)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,154 @@
+"""The job registry: each job is a small value (name, coroutine, limits, retry policy, hooks).
+
+A job is a plain coroutine `async def fn(ctx: JobContext, *, arg: T, ...) -> JSON`. Its keyword-only
+parameters are its JSON arguments; they are checked against the signature and validated with pydantic
+before the job runs, so a payload with wrong arguments fails with a reason instead of half-running.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from runner.errors import ConfigError, JobArgumentsError, UnknownJobError
+from runner.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from runner.context import JobContext
+    from runner.resources import Resources
+    from runner.settings import Settings
+
+__all__ = ["FailureHook", "JobCoroutine", "JobSpec", "Registry", "ServicesFactory", "job"]
+
+JobCoroutine = Callable[..., Awaitable[Any]]
+FailureHook = Callable[["JobContext", str], Awaitable[None]]
+ServicesFactory = Callable[["Resources"], AbstractAsyncContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One registered job. Unset limits take their defaults from Settings at registry build time."""
+
+    name: str
+    coroutine: JobCoroutine
+    queue: str | None = None
+    timeout_s: float | None = None
+    soft_timeout_s: float | None = None
+    retry: RetryPolicy | None = None
+    # kwargs bound into every log line of the job (e.g. "story_id"); the runner knows no more of them.
+    log_fields: tuple[str, ...] = ()
+    # Called when the job ends failed or cancelled for any reason, including ones its code never saw
+    # (hard timeout, bad arguments, a worker that kept dying): how domain rows avoid staying stuck.
+    on_failure: FailureHook | None = None
+    _params: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict, compare=False, repr=False)
+    _required: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def with_defaults(self, settings: Settings) -> JobSpec:
+        """This spec with every unset limit filled in from settings and its signature read."""
+        params, required = _read_signature(self.name, self.coroutine)
+        return JobSpec(
+            name=self.name,
+            coroutine=self.coroutine,
+            queue=self.queue or settings.queue_name,
+            timeout_s=self.timeout_s or settings.job_timeout_s,
+            soft_timeout_s=self.soft_timeout_s or min(settings.job_soft_timeout_s, self.timeout_s or 1e12),
+            retry=self.retry or RetryPolicy(max_tries=settings.job_max_tries),
+            log_fields=self.log_fields,
+            on_failure=self.on_failure,
+            _params=params,
+            _required=required,
+        )
+
+    @property
+    def max_tries(self) -> int:
+        return self.retry.max_tries if self.retry else 1
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Validate JSON arguments against the signature; raise JobArgumentsError saying what is wrong."""
+        if args:
+            raise JobArgumentsError(f"job {self.name!r} takes keyword arguments only, got positional {args!r}")
+        unknown = sorted(set(kwargs) - set(self._params))
+        missing = sorted(self._required - set(kwargs))
+        if unknown or missing:
+            raise JobArgumentsError(
+                f"job {self.name!r} expects arguments {sorted(self._params)}; "
+                f"unknown: {unknown or 'none'}, missing: {missing or 'none'}"
+            )
+        bound: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            try:
+                bound[key] = self._params[key].validate_python(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise JobArgumentsError(
+                    f"job {self.name!r} argument {key!r}={value!r} is invalid: {first['msg']}"
+                ) from None
+        return bound
+
+
+def job(
+    name: str,
+    *,
+    queue: str | None = None,
+    timeout_s: float | None = None,
+    soft_timeout_s: float | None = None,
+    retry: RetryPolicy | None = None,
+    log_fields: Iterable[str] = (),
+    on_failure: FailureHook | None = None,
+) -> Callable[[JobCoroutine], JobSpec]:
+    """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome)."""
+
+    def register(coroutine: JobCoroutine) -> JobSpec:
+        if not inspect.iscoroutinefunction(coroutine):
+            raise ConfigError(f"job {name!r} must be an `async def` coroutine function, got {coroutine!r}")
+        return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure)
+
+    return register
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The jobs a worker can run, and the services they need beyond the runner's own resources."""
+
+    specs: tuple[JobSpec, ...]
+    # Opens the registry's own process-lifetime services (providers, storage) over the runner's resources.
+    services: ServicesFactory | None = None
+    # Packages whose `sql/` migrations must be applied before these jobs run (the runner's own come first).
+    migrations: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"job names must be unique; registered twice: {duplicates}")
+
+    def resolved(self, settings: Settings) -> dict[str, JobSpec]:
+        return {spec.name: spec.with_defaults(settings) for spec in self.specs}
+
+    def get(self, name: str) -> JobSpec:
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise UnknownJobError(f"no job named {name!r}; known jobs: {sorted(s.name for s in self.specs)}")
+
+
+def _read_signature(name: str, coroutine: JobCoroutine) -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:
+    hints = typing.get_type_hints(coroutine)
+    params: dict[str, TypeAdapter[Any]] = {}
+    required: set[str] = set()
+    for param in list(inspect.signature(coroutine).parameters.values())[1:]:
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise ConfigError(
+                f"job {name!r}: parameter {param.name!r} must be keyword-only "
+                f"(write `async def fn(ctx, *, {param.name}: ...)`)"
+            )
+        params[param.name] = TypeAdapter(hints.get(param.name, Any))
+        if param.default is inspect.Parameter.empty:
+            required.add(param.name)
+    return params, frozenset(required)

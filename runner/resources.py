@@ -1,0 +1,108 @@
+"""Process-lifetime resources, opened in one place: the asyncpg pool, the Redis pool, the httpx client.
+
+The API's lifespan and the worker's start-up both use `open_resources(settings)`; nothing opens these per
+job or at import. Start-up retries unreachable servers with backoff (Celery's
+`broker_connection_retry_on_startup`), logging each wait, for up to STARTUP_RETRY_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import asyncpg
+import httpx
+import structlog
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.exceptions import RedisError
+
+from runner import serializer
+from runner.errors import ConfigError, StartupError
+from runner.settings import Settings
+
+__all__ = ["Resources", "connect_redis", "open_resources"]
+
+T = TypeVar("T")
+log = structlog.get_logger("runner.resources")
+_CLOSE_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a process holds open for its lifetime. Borrowed by jobs and requests, closed by its opener."""
+
+    settings: Settings
+    db: asyncpg.Pool
+    redis: ArqRedis
+    http: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open every process resource, retrying start-up connections; close them all on exit."""
+    if not settings.redis_url or not settings.database_url:
+        raise ConfigError(
+            "REDIS_URL and DATABASE_URL must be set before opening resources; "
+            "`python -m runner run` starts embedded servers and sets them when they are unset"
+        )
+    async with AsyncExitStack() as stack:
+        db = await _retry_startup("postgres", settings, lambda: _create_db_pool(settings))
+        stack.push_async_callback(_bounded_close, "postgres", db.close())
+        redis = await _retry_startup("redis", settings, lambda: connect_redis(settings))
+        stack.push_async_callback(_bounded_close, "redis", redis.aclose())
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.provider_read_timeout_s, connect=settings.provider_connect_timeout_s),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
+        stack.push_async_callback(_bounded_close, "http", http.aclose())
+        yield Resources(settings=settings, db=db, redis=redis, http=http)
+
+
+async def connect_redis(settings: Settings) -> ArqRedis:
+    """An arq Redis pool speaking JSON (never arq's pickle default)."""
+    assert settings.redis_url is not None
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings.conn_retries = 0  # our own start-up retry logs and bounds the wait
+    pool: ArqRedis = await create_pool(
+        redis_settings,
+        job_serializer=serializer.serialize,
+        job_deserializer=serializer.deserialize,
+        default_queue_name=settings.queue_name,
+    )
+    return pool
+
+
+async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=max(4, min(settings.worker_concurrency, 20)), timeout=10
+    )
+    assert pool is not None
+    return pool
+
+
+async def _retry_startup(name: str, settings: Settings, connect: Callable[[], Awaitable[T]]) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_retry_s
+    delay = 0.1
+    while True:
+        try:
+            return await connect()
+        except (OSError, asyncpg.PostgresError, RedisError, TimeoutError) as exc:
+            if loop.time() + delay > deadline:
+                raise StartupError(
+                    f"{name} did not answer within STARTUP_RETRY_S={settings.startup_retry_s}s: {exc!r}; "
+                    f"check that the server is running and the URL is right"
+                ) from exc
+            log.warning("startup_connect_retry", server=name, error=repr(exc), retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _bounded_close(name: str, closing: Awaitable[None]) -> None:
+    try:
+        await asyncio.wait_for(closing, _CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("resource_close_timeout", resource=name, timeout_s=_CLOSE_TIMEOUT_S)

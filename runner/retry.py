@@ -1,0 +1,58 @@
+"""Retry policy: a frozen value with a pure `decide(exc, attempt)`; no I/O, unit-tested without servers."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from runner.errors import PermanentError, TransientError
+
+__all__ = ["RetryPolicy", "is_transient"]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error may pass with time. Unknown errors count as permanent: retry only what we know."""
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, PermanentError):
+        return False
+    return isinstance(exc, ConnectionError | TimeoutError) or _is_lost_connection(exc)
+
+
+def _is_lost_connection(exc: BaseException) -> bool:
+    # Imported lazily: the policy stays importable (and testable) without the drivers' import cost.
+    import asyncpg
+    import httpx
+    import redis.exceptions
+
+    transient: tuple[type[BaseException], ...] = (
+        httpx.TransportError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.InterfaceError,
+    )
+    return isinstance(exc, transient)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; honours a transient error's Retry-After."""
+
+    max_tries: int = 3
+    base_delay_s: float = 1.0
+    max_delay_s: float = 300.0
+    jitter: float = 0.5
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def decide(self, exc: BaseException, attempt: int) -> float | None:
+        """Seconds to wait before the next try, or None to fail now. `attempt` counts from 1."""
+        if attempt >= self.max_tries or not is_transient(exc):
+            return None
+        hint = getattr(exc, "retry_after_s", None)
+        if isinstance(hint, int | float) and hint >= 0:
+            return min(float(hint), self.max_delay_s)
+        delay = min(self.base_delay_s * 2.0 ** (attempt - 1), self.max_delay_s)
+        return delay * (1 - self.jitter * self.rng.random())

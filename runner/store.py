@@ -1,0 +1,143 @@
+"""The job status store: one Postgres row per job, moved only along the allowed transitions.
+
+Every write is a single guarded upsert (`... WHERE status = ANY(allowed)`), so a late or repeated write
+cannot move a job backwards, and a job that reached Redis without a row (enqueued by plain arq, or the
+API died between row and enqueue) still gets one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+
+from runner.status import TERMINAL, JobStatus, allowed_sources
+
+__all__ = ["Connection", "JobRow", "JobStore", "Transition"]
+
+# A connection a caller holds (its transaction), plain or borrowed from a pool.
+Connection = asyncpg.Connection | PoolConnectionProxy
+
+_TERMINAL = sorted(TERMINAL)
+
+_INSERT_PENDING = """
+INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries)
+VALUES ($1, $2, $3, $4::jsonb, 'pending', $5)
+ON CONFLICT (job_id) DO NOTHING
+"""
+
+_TRANSITION = """
+INSERT INTO runner_jobs AS j
+    (job_id, name, queue, status, attempts, max_tries, worker, error, result, started_at, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb,
+        CASE WHEN $4 = 'processing' THEN now() END,
+        CASE WHEN $4 = ANY($10::text[]) THEN now() END)
+ON CONFLICT (job_id) DO UPDATE SET
+    status      = EXCLUDED.status,
+    attempts    = GREATEST(j.attempts, EXCLUDED.attempts),
+    max_tries   = EXCLUDED.max_tries,
+    worker      = COALESCE(EXCLUDED.worker, j.worker),
+    error       = CASE WHEN EXCLUDED.status = 'completed' THEN NULL ELSE COALESCE(EXCLUDED.error, j.error) END,
+    result      = COALESCE(EXCLUDED.result, j.result),
+    started_at  = COALESCE(EXCLUDED.started_at, j.started_at),
+    finished_at = EXCLUDED.finished_at,
+    updated_at  = now()
+WHERE j.status = ANY($11::text[])
+RETURNING status
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job_id: str
+    name: str
+    queue: str
+    args: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    max_tries: int
+    worker: str | None
+    error: str | None
+    result: Any
+    enqueued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, record: asyncpg.Record) -> JobRow:
+        values = dict(record)
+        values["args"] = orjson.loads(values["args"])
+        values["result"] = orjson.loads(values["result"]) if values["result"] is not None else None
+        values["status"] = JobStatus(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status move for one job, with what is known about it at that moment."""
+
+    job_id: str
+    status: JobStatus
+    name: str = "<unknown>"
+    queue: str = ""
+    attempt: int = 0
+    max_tries: int = 1
+    worker: str | None = None
+    error: str | None = None
+    result: Any = None
+
+
+class JobStore:
+    """Reads and guarded writes of `runner_jobs`. Borrows the pool; the pool's opener closes it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert_pending(
+        self,
+        *,
+        job_id: str,
+        name: str,
+        queue: str,
+        args: dict[str, Any],
+        max_tries: int,
+        conn: Connection | None = None,
+    ) -> bool:
+        """Record a new pending job; False if a row with this id exists already (it is left as it is)."""
+        executor = conn if conn is not None else self._pool
+        status = await executor.execute(_INSERT_PENDING, job_id, name, queue, orjson.dumps(args).decode(), max_tries)
+        return bool(status == "INSERT 0 1")
+
+    async def move(self, t: Transition) -> bool:
+        """Apply one transition if the row's status allows it; True if it was applied."""
+        result = None if t.result is None else orjson.dumps(t.result).decode()
+        row = await self._pool.fetchrow(
+            _TRANSITION,
+            t.job_id,
+            t.name,
+            t.queue,
+            t.status.value,
+            t.attempt,
+            t.max_tries,
+            t.worker,
+            t.error,
+            result,
+            _TERMINAL,
+            allowed_sources(t.status),
+        )
+        return row is not None
+
+    async def forget_pending(self, job_id: str, conn: Connection | None = None) -> bool:
+        """Delete a row that never left `pending` (its enqueue was undone); True if one was deleted."""
+        executor = conn if conn is not None else self._pool
+        status = await executor.execute("DELETE FROM runner_jobs WHERE job_id = $1 AND status = 'pending'", job_id)
+        return bool(status == "DELETE 1")
+
+    async def get(self, job_id: str) -> JobRow | None:
+        record = await self._pool.fetchrow("SELECT * FROM runner_jobs WHERE job_id = $1", job_id)
+        return JobRow.from_record(record) if record is not None else None

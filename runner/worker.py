@@ -1,0 +1,179 @@
+"""A worker process: one event loop, WORKER_CONCURRENCY job slots, leases renewed while jobs run.
+
+The loop claims at most as many jobs as it has free slots (never prefetching work another worker could
+start), polls only while idle, and on stop finishes what it runs within SHUTDOWN_GRACE_S, then gives the
+rest back to the queue at once without using up their tries. After MAX_JOBS_PER_WORKER jobs or past
+MAX_MEMORY_PER_WORKER_MB it stops taking jobs, drains and exits so its supervisor starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from enum import StrEnum
+from typing import Any
+
+import psutil
+import structlog
+from redis.exceptions import RedisError
+
+from runner.execution import JobExecutor
+from runner.migrations import apply_migrations
+from runner.queue import ClaimedJob, RedisQueue
+from runner.registry import Registry
+from runner.resources import Resources, open_resources
+from runner.settings import Settings
+from runner.store import JobStore
+
+__all__ = ["ExitReason", "Worker"]
+
+log = structlog.get_logger("runner.worker")
+
+
+class ExitReason(StrEnum):
+    STOPPED = "stopped"
+    RECYCLED_JOBS = "recycled_after_max_jobs"
+    RECYCLED_MEMORY = "recycled_over_memory"
+
+
+class Worker:
+    """Runs the registry's jobs from Redis until stopped. Create it inside the process's event loop."""
+
+    def __init__(self, settings: Settings, registry: Registry, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.jobs_done = 0
+        self.exit_reason = ExitReason.STOPPED
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._process = psutil.Process()
+        self.ready = asyncio.Event()
+
+    def stop(self) -> None:
+        """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
+        self._stopping.set()
+        self._wake.set()
+
+    def force_stop(self) -> None:
+        """Stop now: cancel running jobs, which give their jobs back to the queue (second Ctrl-C)."""
+        self.stop()
+        for task in list(self._running.values()):
+            task.cancel()
+
+    async def run(self) -> ExitReason:
+        """Open resources, apply migrations, run jobs until stopped or recycled, then drain and close."""
+        async with self._open() as executor:
+            queue = executor.queue
+            renew = asyncio.create_task(self._renew_leases(queue), name="lease-renewal")
+            log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
+                     concurrency=self.settings.worker_concurrency, jobs=sorted(executor.specs))  # fmt: skip
+            self.ready.set()
+            try:
+                await self._claim_loop(executor)
+                await self._drain()
+            finally:
+                renew.cancel()
+                await asyncio.gather(renew, return_exceptions=True)
+        log.info("worker_stopped", worker_id=self.worker_id, reason=self.exit_reason, jobs_done=self.jobs_done)
+        return self.exit_reason
+
+    @asynccontextmanager
+    async def _open(self) -> AsyncIterator[_Executor]:
+        async with AsyncExitStack() as stack:
+            resources: Resources = await stack.enter_async_context(open_resources(self.settings))
+            await apply_migrations(resources.db, ["runner", *self.registry.migrations])
+            services: Any = None
+            if self.registry.services is not None:
+                services = await stack.enter_async_context(self.registry.services(resources))
+            queue = RedisQueue(resources.redis, queue=self.settings.queue_name, worker_id=self.worker_id,
+                               lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
+            specs = self.registry.resolved(self.settings)
+            yield _Executor(JobExecutor(resources, services, specs, queue, JobStore(resources.db)), queue, specs)
+
+    async def _claim_loop(self, executor: _Executor) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.settings.worker_concurrency - len(self._running)
+            if free <= 0:
+                await self._sleep(None)
+                continue
+            try:
+                claimed = await executor.queue.claim(int(time.time() * 1000), free)
+                failures = 0
+            except (RedisError, OSError) as exc:
+                failures += 1
+                log.warning("claim_failed", error=repr(exc), consecutive=failures)
+                await self._sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            for job in claimed:
+                self._start(executor.jobs, job)
+            if not claimed:
+                await self._sleep(self.settings.poll_interval_s)
+
+    def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
+        task = asyncio.create_task(executor.execute(job), name=f"job:{job.job_id}")
+        self._running[job.job_id] = task
+        task.add_done_callback(lambda _: self._job_done(job.job_id))
+
+    def _job_done(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        self.jobs_done += 1
+        self._check_recycle()
+        self._wake.set()
+
+    def _check_recycle(self) -> None:
+        limit_jobs = self.settings.max_jobs_per_worker
+        if limit_jobs and self.jobs_done >= limit_jobs and not self._stopping.is_set():
+            self.exit_reason = ExitReason.RECYCLED_JOBS
+            self.stop()
+        limit_mb = self.settings.max_memory_per_worker_mb
+        if limit_mb and not self._stopping.is_set():
+            rss_mb = self._process.memory_info().rss / 2**20
+            if rss_mb > limit_mb:
+                log.warning("worker_over_memory", rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
+                self.exit_reason = ExitReason.RECYCLED_MEMORY
+                self.stop()
+
+    async def _sleep(self, seconds: float | None) -> None:
+        self._wake.clear()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _drain(self) -> None:
+        if not self._running:
+            return
+        grace = None if self.exit_reason != ExitReason.STOPPED else self.settings.shutdown_grace_s
+        log.info("worker_draining", running=len(self._running), grace_s=grace)
+        _, pending = await asyncio.wait(list(self._running.values()), timeout=grace)
+        for task in pending:  # each gives its job back to the queue as it is cancelled
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _renew_leases(self, queue: RedisQueue) -> None:
+        period = queue.lease_ms / 3000
+        while True:
+            await asyncio.sleep(period)
+            try:
+                lost = await queue.renew(list(self._running))
+            except (RedisError, OSError) as exc:
+                log.warning("lease_renewal_failed", error=repr(exc))
+                continue
+            for job_id in lost:
+                if job_id in self._running:
+                    log.warning("lease_lost", job_id=job_id)
+
+
+class _Executor:
+    """The worker's per-run collaborators, bundled for the loop."""
+
+    def __init__(self, jobs: JobExecutor, queue: RedisQueue, specs: dict[str, Any]) -> None:
+        self.jobs = jobs
+        self.queue = queue
+        self.specs = specs

@@ -1,0 +1,128 @@
+"""Shared fixtures: real Valkey and Postgres for the whole session, isolated queues per test."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runner.embedded import EmbeddedPostgres, EmbeddedValkey
+from runner.logs import configure_logging
+from runner.migrations import apply_migrations
+from runner.registry import Registry
+from runner.resources import Resources, open_resources
+from runner.settings import Settings
+from runner.worker import Worker
+
+
+@dataclass(frozen=True)
+class Servers:
+    redis: EmbeddedValkey
+    postgres: EmbeddedPostgres
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """One real Valkey and one real Postgres for the session, on free loopback ports."""
+    configure_logging("INFO", "console")
+    data_dir = tmp_path_factory.mktemp("servers")
+    with EmbeddedValkey(data_dir) as redis, EmbeddedPostgres(data_dir) as postgres:
+        yield Servers(redis, postgres, data_dir)
+
+
+MakeSettings = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(servers: Servers, tmp_path: Path) -> MakeSettings:
+    """Settings pointing at the session servers, with a queue of this test's own."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": servers.redis.url,
+            "database_url": servers.postgres.url,
+            "data_dir": tmp_path,
+            "queue_name": f"test:{uuid.uuid4().hex[:10]}",
+            "offline_latency_ms": 1,
+            "poll_interval_s": 0.01,
+            "startup_retry_s": 5,
+            "log_format": "console",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Opened process resources with every migration applied."""
+    async with open_resources(settings) as opened:
+        await apply_migrations(opened.db, ["runner", "jobs"])
+        yield opened
+
+
+RunWorker = Callable[..., Awaitable[Worker]]
+
+
+@pytest.fixture
+async def run_worker(settings: Settings) -> AsyncIterator[RunWorker]:
+    """Start in-process workers on the test's loop; each is stopped and awaited at teardown."""
+    started: list[tuple[Worker, asyncio.Task[Any]]] = []
+
+    async def start(registry: Registry, worker_settings: Settings | None = None) -> Worker:
+        worker = Worker(worker_settings or settings, registry)
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task))
+        ready = asyncio.create_task(worker.ready.wait())
+        await asyncio.wait([ready, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raise the worker's start-up error
+        assert worker.ready.is_set(), "worker did not start within 30 s"
+        return worker
+
+    yield start
+    for worker, _ in started:
+        worker.stop()
+    await asyncio.wait_for(asyncio.gather(*(t for _, t in started)), 30)
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client speaking to the real app in-process, with its lifespan run."""
+    from api.main import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(settings) as client:
+        yield client
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 15, every: float = 0.02) -> None:
+    """Poll `check` until it holds; fail the test with the timeout if it never does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(every)

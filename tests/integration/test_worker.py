@@ -1,0 +1,257 @@
+"""The worker against real Redis and Postgres: one loop, shared pools, dedup, bad payloads, retries, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from runner.client import JobClient
+from runner.context import JobContext
+from runner.errors import PermanentError, TransientError
+from runner.queue import RedisQueue
+from runner.registry import Registry, job
+from runner.resources import Resources
+from runner.retry import RetryPolicy
+from runner.settings import Settings
+from runner.status import JobStatus
+from tests.conftest import MakeSettings, RunWorker, wait_for
+
+seen: list[dict[str, Any]] = []
+failures: list[tuple[str, str]] = []
+calls: dict[str, int] = {}
+
+
+async def record_failure(ctx: JobContext, error: str) -> None:
+    failures.append((ctx.job_id, error))
+
+
+@job("probe.record", log_fields=("tag",), on_failure=record_failure)
+async def record(ctx: JobContext, *, tag: str, sleep_s: float = 0.0) -> dict[str, Any]:
+    started = time.monotonic()
+    await asyncio.sleep(sleep_s)
+    seen.append({"tag": tag, "loop": id(asyncio.get_running_loop()), "db": id(ctx.db), "http": id(ctx.http),
+                 "redis": id(ctx.redis), "started": started, "ended": time.monotonic(),
+                 "log_context": structlog.contextvars.get_contextvars(), "attempt": ctx.attempt})  # fmt: skip
+    return {"tag": tag}
+
+
+@job("probe.flaky", retry=RetryPolicy(max_tries=3, base_delay_s=0.01), on_failure=record_failure)
+async def flaky(ctx: JobContext, *, key: str, fail_times: int, permanent: bool = False) -> int:
+    calls[key] = calls.get(key, 0) + 1
+    if calls[key] <= fail_times:
+        raise PermanentError("not fixable") if permanent else TransientError("try later", retry_after_s=0.01)
+    return calls[key]
+
+
+@job("probe.slow", timeout_s=0.3, on_failure=record_failure)
+async def slow(ctx: JobContext, *, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+REGISTRY = Registry(specs=(record, flaky, slow))
+
+
+def client_for(resources: Resources, settings: Settings) -> JobClient:
+    return JobClient(resources, REGISTRY.resolved(settings))
+
+
+async def status_of(client: JobClient, job_id: str) -> JobStatus | None:
+    row = await client.get(job_id)
+    return row.status if row else None
+
+
+async def until_status(client: JobClient, job_id: str, status: JobStatus, timeout: float = 15) -> None:
+    async def check() -> bool:
+        return await status_of(client, job_id) == status
+
+    await wait_for(check, timeout)
+
+
+async def test_jobs_share_one_loop_and_one_pool(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """Two jobs in one worker process run at once on the same event loop and borrow the same pools."""
+    client = client_for(resources, settings)
+    await run_worker(REGISTRY)
+    for tag in ("a", "b"):
+        await client.enqueue("probe.record", job_id=f"share-{tag}-{settings.queue_name}", tag=tag, sleep_s=0.2)
+    for tag in ("a", "b"):
+        await until_status(client, f"share-{tag}-{settings.queue_name}", JobStatus.COMPLETED)
+    a, b = (next(s for s in seen if s["tag"] == t) for t in ("a", "b"))
+    assert a["loop"] == b["loop"] == id(asyncio.get_running_loop())
+    assert (a["db"], a["http"], a["redis"]) == (b["db"], b["http"], b["redis"])
+    assert a["started"] < b["ended"] and b["started"] < a["ended"], "the two jobs should have overlapped"
+
+
+async def test_log_context_carries_job_fields(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """Inside a job, every log line carries job_id, job_name, attempt and the job's declared fields."""
+    client = client_for(resources, settings)
+    await run_worker(REGISTRY)
+    job_id = f"ctx-{settings.queue_name}"
+    await client.enqueue("probe.record", job_id=job_id, tag="ctx")
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    context = next(s for s in seen if s["tag"] == "ctx")["log_context"]
+    assert context == {"job_id": job_id, "job_name": "probe.record", "attempt": 1, "tag": "ctx"}
+
+
+async def test_same_job_id_enqueued_twice_runs_once(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """A deterministic job id makes a second enqueue a no-op, before and after the first one ran."""
+    client = client_for(resources, settings)
+    job_id = f"once-{settings.queue_name}"
+    first = await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=0)
+    second = await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=0)
+    assert (first.recorded, first.queued) == (True, True)
+    assert (second.recorded, second.queued) == (False, False)
+    await run_worker(REGISTRY)
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    third = await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=0)
+    assert not third.queued
+    await asyncio.sleep(0.2)
+    assert calls[job_id] == 1
+
+
+class Boom:
+    """Unpickling this would create a file: proof of whether a worker ever unpickles."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.path}",))
+
+
+async def push_raw(resources: Resources, settings: Settings, job_id: str, payload: bytes) -> None:
+    await resources.redis.set(f"arq:job:{job_id}", payload)
+    await resources.redis.zadd(settings.queue_name, {job_id: int(time.time() * 1000)})
+
+
+async def test_pickle_payload_is_refused_unread(
+    resources: Resources, settings: Settings, run_worker: RunWorker, tmp_path: Path
+):
+    """A pickle placed in the queue is failed with a reason, never unpickled, and the worker goes on."""
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps({"t": 1, "f": "probe.record", "a": [], "k": {"tag": Boom(marker)}, "et": 0})
+    client = client_for(resources, settings)
+    await push_raw(resources, settings, "pickled", payload)
+    await run_worker(REGISTRY)
+    await until_status(client, "pickled", JobStatus.FAILED)
+    row = await client.get("pickled")
+    assert row is not None and row.error is not None and "pickle" in row.error
+    assert not marker.exists()
+    assert await resources.redis.zscore(settings.queue_name, "pickled") is None
+    await client.enqueue("probe.record", job_id=f"after-{settings.queue_name}", tag="after-pickle")
+    await until_status(client, f"after-{settings.queue_name}", JobStatus.COMPLETED)
+
+
+async def test_bad_payloads_fail_with_reasons(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """Non-JSON bytes, unknown job names and wrong arguments each fail with a reason saying which."""
+    bad = {
+        "garbage": (b"\x00not json at all", "not valid JSON"),
+        "not-object": (b"[1, 2]", "must be a JSON object"),
+        "unknown": (orjson.dumps({"t": None, "f": "no.such.job", "a": [], "k": {}, "et": 0}), "no.such.job"),
+        "positional": (orjson.dumps({"f": "probe.record", "a": ["x"], "k": {}, "et": 0}), "keyword arguments only"),
+        "missing": (orjson.dumps({"f": "probe.record", "a": [], "k": {}, "et": 0}), "missing: ['tag']"),
+        "extra": (orjson.dumps({"f": "probe.record", "a": [], "k": {"tag": "x", "zz": 1}, "et": 0}), "unknown: ['zz']"),
+        "wrong-type": (orjson.dumps({"f": "probe.record", "a": [], "k": {"tag": "x", "sleep_s": "slow"}, "et": 0}),
+                       "'sleep_s'='slow' is invalid"),
+    }  # fmt: skip
+    for job_id, (payload, _) in bad.items():
+        await push_raw(resources, settings, f"{job_id}-{settings.queue_name}", payload)
+    client = client_for(resources, settings)
+    await run_worker(REGISTRY)
+    for job_id, (_, reason) in bad.items():
+        await until_status(client, f"{job_id}-{settings.queue_name}", JobStatus.FAILED)
+        row = await client.get(f"{job_id}-{settings.queue_name}")
+        assert row is not None and row.error is not None and reason in row.error, (job_id, row.error)
+    assert any(error.startswith("JobArgumentsError") for job_id, error in failures if "missing" in job_id)
+
+
+async def test_transient_errors_retry_then_succeed(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """A transient error retries with backoff; the row shows the attempts and ends completed."""
+    client = client_for(resources, settings)
+    job_id = f"flaky-{settings.queue_name}"
+    await run_worker(REGISTRY)
+    await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=2)
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    row = await client.get(job_id)
+    assert row is not None
+    assert (row.attempts, row.result, row.error) == (3, 3, None)
+
+
+async def test_retries_run_out_then_fail(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """After the last try the job is failed with the last error, and its failure hook runs."""
+    client = client_for(resources, settings)
+    job_id = f"hopeless-{settings.queue_name}"
+    await run_worker(REGISTRY)
+    await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=99)
+    await until_status(client, job_id, JobStatus.FAILED)
+    row = await client.get(job_id)
+    assert row is not None and row.attempts == 3 and row.error == "TransientError: try later"
+    assert (job_id, "TransientError: try later") in failures
+
+
+async def test_permanent_error_fails_at_once(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """A permanent error is not retried."""
+    client = client_for(resources, settings)
+    job_id = f"permanent-{settings.queue_name}"
+    await run_worker(REGISTRY)
+    await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=5, permanent=True)
+    await until_status(client, job_id, JobStatus.FAILED)
+    row = await client.get(job_id)
+    assert row is not None and row.attempts == 1 and calls[job_id] == 1
+
+
+async def test_hard_time_limit_stops_and_fails(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """A job past its hard limit is stopped and failed with a timeout reason, and the hook runs."""
+    client = client_for(resources, settings)
+    job_id = f"slow-{settings.queue_name}"
+    await run_worker(REGISTRY)
+    started = time.monotonic()
+    await client.enqueue("probe.slow", job_id=job_id, seconds=30)
+    await until_status(client, job_id, JobStatus.FAILED)
+    assert time.monotonic() - started < 5
+    row = await client.get(job_id)
+    assert row is not None and row.error == "JobTimeoutError: stopped at the hard time limit of 0.3s"
+    assert any(j == job_id for j, _ in failures)
+
+
+async def test_graceful_stop_gives_job_back_without_using_a_try(
+    resources: Resources, make_settings: MakeSettings, run_worker: RunWorker
+):
+    """A job still running when the grace period ends goes back to the queue at once, its try returned."""
+    settings = make_settings(shutdown_grace_s=0.2)
+    client = client_for(resources, settings)
+    job_id = f"drained-{settings.queue_name}"
+    worker = await run_worker(REGISTRY, settings)
+    await client.enqueue("probe.record", job_id=job_id, tag="drained", sleep_s=2)
+    await until_status(client, job_id, JobStatus.PROCESSING)
+    worker.stop()
+    await until_status(client, job_id, JobStatus.RETRYING)
+    assert await resources.redis.zscore(settings.queue_name, job_id) is not None
+    assert await resources.redis.get(f"arq:retry:{job_id}") == b"0"
+    assert await resources.redis.exists(f"arq:in-progress:{job_id}") == 0
+    await run_worker(REGISTRY, settings)
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    assert next(s for s in seen if s["tag"] == "drained")["attempt"] == 1
+
+
+async def test_expired_lease_lets_another_worker_run_the_job(
+    resources: Resources, make_settings: MakeSettings, run_worker: RunWorker
+):
+    """A job leased by a worker that vanished runs elsewhere once the short lease expires."""
+    settings = make_settings(lease_ttl_s=0.5)
+    client = client_for(resources, settings)
+    job_id = f"orphan-{settings.queue_name}"
+    await client.enqueue("probe.record", job_id=job_id, tag="orphan")
+    ghost = RedisQueue(resources.redis, queue=settings.queue_name, worker_id="ghost", lease_ttl_s=0.5)
+    assert [c.job_id for c in await ghost.claim(int(time.time() * 1000), 1)] == [job_id]
+    lost_at = time.monotonic()
+    await run_worker(REGISTRY, settings)
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    assert 0.4 < time.monotonic() - lost_at < 3
+    assert next(s for s in seen if s["tag"] == "orphan")["attempt"] == 2
