@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
 from api.deps import AppState
+from api.media import MediaFiles
 from api.routes import health, jobs, stories
 from jobs import registry
 from jobs.repository import StoryRepository
@@ -41,5 +41,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stories.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
-    app.mount("/media", StaticFiles(directory=settings.media_path), name="media")
+    app.mount("/media", MediaFiles(directory=settings.media_path), name="media")
     return app

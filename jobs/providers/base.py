@@ -12,6 +12,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "MAX_SCENES",
     "ImageProvider",
     "Media",
     "Providers",

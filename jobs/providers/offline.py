@@ -20,7 +20,7 @@ import zlib
 from array import array
 from functools import lru_cache
 
-from jobs.providers.base import Media, Providers, SceneDraft, StoryDraft, VisualProfile
+from jobs.providers.base import MAX_SCENES, Media, Providers, SceneDraft, StoryDraft, VisualProfile
 
 __all__ = [
     "OFFLINE_MARKER",
@@ -28,12 +28,13 @@ __all__ = [
     "OfflineSpeechProvider",
     "OfflineTextProvider",
     "offline_providers",
+    "render_png",
+    "render_wav",
 ]
 
 OFFLINE_MARKER = "(offline placeholder text)"
-MAX_SCENES = 20
 
-# Image: 128x128 RGB, a 4x4 grid of 32 px blocks with a vertical shade, ~1 KB once compressed.
+# Image: 128x128 RGB, a 4x4 grid of 32 px blocks with a vertical shade, under 1 KB once compressed.
 IMAGE_SIZE = 128
 BLOCK = 32
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,144 @@
+"""Stories end to end, in process: API -> Redis -> worker -> Postgres -> media served by the API."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from jobs import registry
+from jobs.providers.base import Media
+from jobs.providers.offline import OFFLINE_MARKER, offline_providers
+from jobs.services import StoryServices, open_story_services
+from runner.errors import PermanentError, TransientError
+from runner.registry import Registry
+from runner.resources import Resources
+from runner.settings import Settings
+from tests.conftest import RunWorker, wait_for
+
+
+async def post_story(api: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    body = {"title": "The Brave Kite", "prompt": "a kite that is afraid of heights", "user_id": "user-1", **overrides}
+    response = await api.post("/stories/", json=body)
+    assert response.status_code == 202, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def until_story(api: httpx.AsyncClient, story_id: str, *statuses: str, timeout: float = 20) -> dict[str, Any]:
+    story: dict[str, Any] = {}
+
+    async def check() -> bool:
+        nonlocal story
+        story = (await api.get(f"/stories/{story_id}")).json()
+        return story["status"] in statuses
+
+    await wait_for(check, timeout)
+    return story
+
+
+async def test_story_goes_from_post_to_completed_with_media(api: httpx.AsyncClient, run_worker: RunWorker):
+    """POST a story; the worker writes its scenes and media; the API serves them; the job row is completed."""
+    await run_worker(registry)
+    created = await post_story(api)
+    assert created["status"] == "pending"
+    assert set(created) == {"status", "title", "error", "story_id", "user_id", "created_at", "updated_at"}
+    story = await until_story(api, created["story_id"], "completed", "failed")
+    assert story["status"] == "completed", story
+    assert [s["sequence"] for s in story["scenes"]] == [1, 2, 3, 4, 5]
+    assert all(OFFLINE_MARKER in s["text"] for s in story["scenes"])
+    assert story["cover_image_url"] == story["scenes"][0]["image_url"]
+    image = await api.get(story["scenes"][2]["image_url"])
+    audio = await api.get(story["scenes"][2]["audio_url"])
+    assert (image.status_code, image.headers["content-type"], image.content[:8]) == (
+        200,
+        "image/png",
+        b"\x89PNG\r\n\x1a\n",
+    )
+    assert (audio.status_code, audio.headers["content-type"], audio.content[:4]) == (200, "audio/wav", b"RIFF")
+    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
+    assert (status["scenes_done"], status["scenes_total"]) == (5, 5)
+    job = (await api.get(f"/jobs/{status['job_id']}")).json()
+    assert (job["status"], job["attempts"], job["name"]) == ("completed", 1, "story_task.generate")
+    assert job["result"] == {"story_id": created["story_id"], "status": "completed", "scenes": 5}
+
+
+def registry_with(**providers: Any) -> Registry:
+    """The real story registry, with some providers swapped for ones that fail."""
+
+    @asynccontextmanager
+    async def services(resources: Resources) -> AsyncIterator[StoryServices]:
+        async with open_story_services(resources) as real:
+            swapped = dataclasses.replace(offline_providers(0.001), **providers)
+            yield dataclasses.replace(real, providers=swapped)
+
+    return dataclasses.replace(registry, services=services)
+
+
+class FailingImages:
+    name = "failing"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def generate_image(self, *, prompt: str, seed: int) -> Media:
+        self.calls += 1
+        raise self.error
+
+
+async def test_provider_error_marks_story_failed_with_the_error(api: httpx.AsyncClient, run_worker: RunWorker):
+    """A permanent provider error fails the story at once, with the provider's message."""
+    images = FailingImages(PermanentError("image API answered 400: prompt rejected"))
+    await run_worker(registry_with(image=images))
+    created = await post_story(api)
+    story = await until_story(api, created["story_id"], "failed", "completed")
+    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
+    assert story["status"] == "failed"
+    assert status["error"] == "PermanentError: image API answered 400: prompt rejected"
+    assert images.calls == 1
+
+
+async def test_transient_provider_errors_fail_the_story_after_the_last_try(
+    api: httpx.AsyncClient, run_worker: RunWorker, settings: Settings
+):
+    """A provider that keeps timing out is retried up to JOB_MAX_TRIES, then the story is failed."""
+    images = FailingImages(TransientError("image API timed out", retry_after_s=0.01))
+    await run_worker(registry_with(image=images))
+    created = await post_story(api)
+    await until_story(api, created["story_id"], "failed")
+    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
+    job = (await api.get(f"/jobs/{status['job_id']}")).json()
+    assert status["error"] == "TransientError: image API timed out"
+    assert (job["status"], job["attempts"]) == ("failed", settings.job_max_tries)
+    assert images.calls == settings.job_max_tries
+
+
+async def test_idempotency_key_returns_the_same_story(api: httpx.AsyncClient, run_worker: RunWorker):
+    """A retried POST with the same Idempotency-Key creates one story and runs one job."""
+    headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    body = {"title": "", "prompt": "a snail who wins a race", "user_id": "user-2"}
+    first = await api.post("/stories/", json=body, headers=headers)
+    second = await api.post("/stories/", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["story_id"] == second.json()["story_id"]
+    await run_worker(registry)
+    story = await until_story(api, first.json()["story_id"], "completed")
+    assert len(story["scenes"]) == 5
+
+
+async def test_delete_removes_story_scenes_and_media(api: httpx.AsyncClient, run_worker: RunWorker, settings: Settings):
+    """DELETE removes the story, its scenes and its media files; later reads are 404."""
+    await run_worker(registry)
+    created = await post_story(api)
+    await until_story(api, created["story_id"], "completed")
+    media_dir = settings.media_path / "stories" / created["story_id"]
+    assert len(list(media_dir.iterdir())) == 10
+    assert (await api.delete(f"/stories/{created['story_id']}")).status_code == 204
+    assert not media_dir.exists()
+    assert (await api.get(f"/stories/{created['story_id']}")).status_code == 404
+    assert (await api.delete(f"/stories/{created['story_id']}")).status_code == 404
