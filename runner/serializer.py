@@ -21,7 +21,12 @@ _PICKLE_PROTOCOL_MARK = 0x80
 
 def serialize(obj: Any) -> bytes:
     """Encode to JSON; exceptions (in failed results) become their text so no result is lost."""
-    return orjson.dumps(obj, default=_encode_fallback)
+    try:
+        return orjson.dumps(obj, default=_encode_fallback)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(
+            f"{exc}: job arguments and results must be JSON (str, int, float, bool, None, list, dict)"
+        ) from None
 
 
 def deserialize(data: bytes) -> Any:
@@ -68,7 +73,7 @@ def _encode_fallback(obj: Any) -> Any:
         return f"{type(obj).__name__}: {obj}"
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable: job arguments and results must be JSON")
+    raise TypeError(type(obj).__name__)
 
 
 def _describe_non_json(data: bytes, exc: orjson.JSONDecodeError) -> str:

@@ -1,0 +1,78 @@
+"""Jobs are registered as values; their JSON arguments are checked against the signature."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from runner.context import JobContext
+from runner.errors import ConfigError, JobArgumentsError, UnknownJobError
+from runner.registry import Registry, job
+from runner.settings import Settings
+
+
+@job("demo.greet", timeout_s=10)
+async def greet(ctx: JobContext, *, user_id: uuid.UUID, times: int = 1) -> str:
+    return "hi" * times
+
+
+def settings() -> Settings:
+    return Settings(_env_file=None, job_timeout_s=100, job_soft_timeout_s=90, job_max_tries=4)  # type: ignore[call-arg]
+
+
+def test_defaults_come_from_settings_and_explicit_values_win():
+    """Unset limits take the settings' values; the spec's own timeout stays."""
+    spec = Registry((greet,)).resolved(settings())["demo.greet"]
+    assert (spec.queue, spec.timeout_s, spec.soft_timeout_s, spec.max_tries) == ("storymimi", 10, 10, 4)
+
+
+def test_arguments_are_validated_and_coerced():
+    """JSON strings become the annotated types; defaults may be left out."""
+    spec = Registry((greet,)).resolved(settings())["demo.greet"]
+    user = uuid.uuid4()
+    assert spec.bind((), {"user_id": str(user)}) == {"user_id": user}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "says"),
+    [
+        (("x",), {}, "keyword arguments only"),
+        ((), {}, "missing: ['user_id']"),
+        ((), {"user_id": str(uuid.UUID(int=1)), "extra": 1}, "unknown: ['extra']"),
+        ((), {"user_id": "not-a-uuid"}, "argument 'user_id'='not-a-uuid' is invalid"),
+        ((), {"user_id": str(uuid.UUID(int=1)), "times": "many"}, "argument 'times'='many' is invalid"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(args: tuple[object, ...], kwargs: dict[str, object], says: str):
+    """Positional, missing, unknown and mistyped arguments are each named."""
+    spec = Registry((greet,)).resolved(settings())["demo.greet"]
+    with pytest.raises(JobArgumentsError) as caught:
+        spec.bind(args, kwargs)
+    assert says in str(caught.value)
+
+
+def test_registration_mistakes_are_caught_early():
+    """Duplicate names, sync functions and positional parameters are configuration errors."""
+    with pytest.raises(ConfigError, match="registered twice"):
+        Registry((greet, greet))
+    with pytest.raises(ConfigError, match="async def"):
+        job("demo.sync")(lambda ctx: None)
+
+    @job("demo.positional")
+    async def positional(ctx: JobContext, story_id: str) -> None: ...
+
+    with pytest.raises(ConfigError, match="must be keyword-only"):
+        Registry((positional,)).resolved(settings())
+
+
+def test_unknown_job_lists_the_known_ones():
+    """Looking up an unregistered name says which names exist."""
+    with pytest.raises(UnknownJobError, match=r"known jobs: \['demo.greet'\]"):
+        Registry((greet,)).get("demo.nope")
+
+
+def test_soft_limit_above_hard_limit_is_refused():
+    """Settings refuse a soft limit above the hard one, naming both variables."""
+    with pytest.raises(ValueError, match="JOB_SOFT_TIMEOUT_S"):
+        Settings(_env_file=None, job_timeout_s=10, job_soft_timeout_s=20)  # type: ignore[call-arg]

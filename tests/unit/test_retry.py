@@ -1,0 +1,56 @@
+"""The retry policy decides from the error and the attempt alone."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+import redis.exceptions
+
+from runner.errors import JobArgumentsError, PermanentError, TransientError
+from runner.retry import RetryPolicy, is_transient
+
+
+def policy(**kwargs: float) -> RetryPolicy:
+    return RetryPolicy(rng=random.Random(7), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [TransientError("x"), httpx.ConnectTimeout("x"), httpx.ReadError("x"), redis.exceptions.ConnectionError("x"),
+     ConnectionResetError(), TimeoutError()],
+)  # fmt: skip
+def test_transient_errors_are_retried(exc: BaseException):
+    """Timeouts, lost connections and TransientError are worth another try."""
+    assert is_transient(exc)
+    assert policy().decide(exc, attempt=1) is not None
+
+
+@pytest.mark.parametrize("exc", [PermanentError("x"), JobArgumentsError("x"), ValueError("bug"), KeyError("k")])
+def test_permanent_and_unknown_errors_fail_at_once(exc: BaseException):
+    """Permanent errors and plain bugs are not retried."""
+    assert policy().decide(exc, attempt=1) is None
+
+
+def test_no_retry_after_the_last_try():
+    """At attempt == max_tries the answer is to fail."""
+    p = policy(max_tries=3)
+    assert p.decide(TransientError(), 2) is not None
+    assert p.decide(TransientError(), 3) is None
+
+
+def test_backoff_grows_exponentially_within_jitter_and_cap():
+    """Delay n lies in [base*2^(n-1)*(1-jitter), base*2^(n-1)], capped at max_delay_s."""
+    p = policy(max_tries=20, base_delay_s=1.0, max_delay_s=30.0, jitter=0.5)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 16.0), (9, 30.0)]:
+        delay = p.decide(TransientError(), attempt)
+        assert delay is not None
+        assert ceiling * 0.5 <= delay <= ceiling
+
+
+def test_retry_after_hint_wins_and_is_capped():
+    """A server's Retry-After is honoured, but never beyond max_delay_s."""
+    p = policy(max_delay_s=60.0)
+    assert p.decide(TransientError(retry_after_s=7.5), 1) == 7.5
+    assert p.decide(TransientError(retry_after_s=600), 1) == 60.0
