@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import time
+
 import asyncpg
 import httpx
 import structlog
@@ -33,6 +35,12 @@ class JobContext:
     worker_id: str
     kwargs: Mapping[str, Any]
     log: structlog.stdlib.BoundLogger
+    soft_deadline: float = float("inf")  # time.monotonic() of the soft time limit
+
+    def past_soft_limit(self) -> bool:
+        """True once the soft limit has passed: the cancellation the job sees is the runner's warning,
+        not a shutdown. Clean up and re-raise; swallowing it lets the job run on until the hard limit."""
+        return time.monotonic() >= self.soft_deadline
 
     @property
     def settings(self) -> Settings:

@@ -18,7 +18,7 @@ from arq.utils import ms_to_datetime
 
 from runner import serializer
 from runner.context import JobContext
-from runner.errors import JobTimeoutError, PermanentError, UnknownJobError
+from runner.errors import JobTimeoutError, PermanentError, SoftTimeLimitExceeded, UnknownJobError
 from runner.queue import ClaimedJob, RedisQueue
 from runner.registry import JobSpec
 from runner.resources import Resources
@@ -89,16 +89,24 @@ class JobExecutor:
     async def _run(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> None:
         spec = prepared.spec
         started = time.monotonic()
+        soft = _SoftLimit(ctx.soft_deadline - started)
         try:
             async with asyncio.timeout(spec.timeout_s) as limit:
                 result = await spec.coroutine(ctx, **prepared.kwargs)
             serializer.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
+        except asyncio.CancelledError:
+            if not soft.was_cause():
+                raise
+            error = SoftTimeLimitExceeded(f"stopped at the soft time limit of {spec.soft_timeout_s:g}s")
+            await self._after_error(claimed, prepared, ctx, error, started)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and limit.expired():
                 exc = JobTimeoutError(f"stopped at the hard time limit of {spec.timeout_s:g}s")
             await self._after_error(claimed, prepared, ctx, exc, started)
         else:
             await self._complete(claimed, prepared, result, started)
+        finally:
+            soft.disarm()
 
     async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
         await self._store.move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
@@ -189,6 +197,7 @@ class JobExecutor:
             worker_id=self._queue.worker_id,
             kwargs=prepared.kwargs,
             log=structlog.get_logger("job"),
+            soft_deadline=time.monotonic() + (prepared.spec.soft_timeout_s or float("inf")),
         )
 
     def _transition(
@@ -225,6 +234,34 @@ class JobExecutor:
         except Exception:
             return {}
         return kwargs if isinstance(kwargs, dict) else {}
+
+
+class _SoftLimit:
+    """Interrupts the current task's await once, at the soft limit, with a cancellation it can catch.
+
+    The cancel request is withdrawn as soon as it is made (the interrupt still lands on 3.11): the task's
+    cancel count then stays that of real cancellations, so a shutdown is never mistaken for the soft limit
+    and `asyncio.timeout` still reports the hard limit correctly after a job swallowed the warning."""
+
+    def __init__(self, delay_s: float) -> None:
+        self._task = asyncio.current_task()
+        self.fired = False
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(delay_s, self._fire) if delay_s < 1e9 else None
+
+    def _fire(self) -> None:
+        if self._task is not None:
+            self.fired = True
+            self._task.cancel("soft time limit")
+            self._task.uncancel()
+
+    def was_cause(self) -> bool:
+        """Whether a CancelledError reaching us is ours alone, with no shutdown asking to cancel too."""
+        return self.fired and self._task is not None and self._task.cancelling() == 0
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 def _unknown(name: str, specs: dict[str, JobSpec]) -> PermanentError:

@@ -33,7 +33,9 @@ ServicesFactory = Callable[["Resources"], AbstractAsyncContextManager[Any]]
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One registered job. Unset limits take their defaults from Settings at registry build time."""
+    """One registered job. Unset limits take their defaults from Settings at registry build time.
+
+    A soft limit at or above the hard limit means none: the job gets no warning before it is stopped."""
 
     name: str
     coroutine: JobCoroutine
@@ -52,12 +54,15 @@ class JobSpec:
     def with_defaults(self, settings: Settings) -> JobSpec:
         """This spec with every unset limit filled in from settings and its signature read."""
         params, required = _read_signature(self.name, self.coroutine)
+        timeout_s = self.timeout_s or settings.job_timeout_s
+        # A job with its own hard limit keeps the global soft/hard proportion (3300/3600 by default).
+        soft_s = self.soft_timeout_s or timeout_s * settings.job_soft_timeout_s / settings.job_timeout_s
         return JobSpec(
             name=self.name,
             coroutine=self.coroutine,
             queue=self.queue or settings.queue_name,
-            timeout_s=self.timeout_s or settings.job_timeout_s,
-            soft_timeout_s=self.soft_timeout_s or min(settings.job_soft_timeout_s, self.timeout_s or 1e12),
+            timeout_s=timeout_s,
+            soft_timeout_s=soft_s if soft_s < timeout_s else None,  # at or past the hard limit: no warning
             retry=self.retry or RetryPolicy(max_tries=settings.job_max_tries),
             log_fields=self.log_fields,
             on_failure=self.on_failure,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from runner.errors import PermanentError, TransientError
 
-__all__ = ["RetryPolicy", "is_transient"]
+__all__ = ["RetryPolicy", "is_transient", "retry_after_s"]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -16,7 +16,29 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, PermanentError):
         return False
+    status = _http_status(exc)
+    if status is not None:
+        return status == 429 or status >= 500
     return isinstance(exc, ConnectionError | TimeoutError) or _is_lost_connection(exc)
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The server's wait hint: a TransientError's `retry_after_s`, or an HTTP error's Retry-After seconds."""
+    hint = getattr(exc, "retry_after_s", None)
+    if isinstance(hint, int | float) and hint >= 0:
+        return float(hint)
+    response = getattr(exc, "response", None)
+    header = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+    try:
+        return max(float(header), 0.0) if header is not None else None
+    except ValueError:
+        return None  # an HTTP-date: rare from APIs; fall back to our own backoff
+
+
+def _http_status(exc: BaseException) -> int | None:
+    import httpx
+
+    return exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
 
 
 def _is_lost_connection(exc: BaseException) -> bool:
@@ -51,8 +73,8 @@ class RetryPolicy:
         """Seconds to wait before the next try, or None to fail now. `attempt` counts from 1."""
         if attempt >= self.max_tries or not is_transient(exc):
             return None
-        hint = getattr(exc, "retry_after_s", None)
-        if isinstance(hint, int | float) and hint >= 0:
-            return min(float(hint), self.max_delay_s)
+        hint = retry_after_s(exc)
+        if hint is not None:
+            return min(hint, self.max_delay_s)
         delay = min(self.base_delay_s * 2.0 ** (attempt - 1), self.max_delay_s)
         return delay * (1 - self.jitter * self.rng.random())

@@ -50,7 +50,7 @@ async def flaky(ctx: JobContext, *, key: str, fail_times: int, permanent: bool =
     return calls[key]
 
 
-@job("probe.slow", timeout_s=0.3, on_failure=record_failure)
+@job("probe.slow", timeout_s=0.3, soft_timeout_s=0.3, on_failure=record_failure)
 async def slow(ctx: JobContext, *, seconds: float) -> None:
     await asyncio.sleep(seconds)
 
@@ -255,3 +255,53 @@ async def test_expired_lease_lets_another_worker_run_the_job(
     await until_status(client, job_id, JobStatus.COMPLETED)
     assert 0.4 < time.monotonic() - lost_at < 3
     assert next(s for s in seen if s["tag"] == "orphan")["attempt"] == 2
+
+
+cleanups: list[str] = []
+
+
+@job("probe.soft", timeout_s=1.5, soft_timeout_s=0.3, on_failure=record_failure)
+async def soft_limited(ctx: JobContext, *, key: str, swallow: bool) -> str:
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        cleanups.append(f"{key}:past_soft_limit={ctx.past_soft_limit()}")
+        if not swallow:
+            raise
+    await asyncio.sleep(10)  # a job that ignored the warning runs on into the hard limit
+    return "unreachable"
+
+
+SOFT = Registry(specs=(soft_limited,))
+
+
+async def test_soft_limit_interrupts_the_job_which_may_clean_up(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """At the soft limit the job's await is interrupted; it cleans up and is failed with the soft reason."""
+    client = JobClient(resources, SOFT.resolved(settings))
+    job_id = f"soft-{settings.queue_name}"
+    await run_worker(SOFT)
+    started = time.monotonic()
+    await client.enqueue("probe.soft", job_id=job_id, key=job_id, swallow=False)
+    await until_status(client, job_id, JobStatus.FAILED)
+    assert 0.3 <= time.monotonic() - started < 1.5
+    row = await client.get(job_id)
+    assert row is not None and row.error == "SoftTimeLimitExceeded: stopped at the soft time limit of 0.3s"
+    assert f"{job_id}:past_soft_limit=True" in cleanups
+
+
+async def test_hard_limit_stops_a_job_that_ignored_the_soft_one(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """A job that swallows the soft-limit warning is still stopped, and reported, at the hard limit."""
+    client = JobClient(resources, SOFT.resolved(settings))
+    job_id = f"stubborn-{settings.queue_name}"
+    await run_worker(SOFT)
+    started = time.monotonic()
+    await client.enqueue("probe.soft", job_id=job_id, key=job_id, swallow=True)
+    await until_status(client, job_id, JobStatus.FAILED)
+    assert 1.5 <= time.monotonic() - started < 3
+    row = await client.get(job_id)
+    assert row is not None and row.error == "JobTimeoutError: stopped at the hard time limit of 1.5s"
+    assert f"{job_id}:past_soft_limit=True" in cleanups

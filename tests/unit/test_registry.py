@@ -24,7 +24,16 @@ def settings() -> Settings:
 def test_defaults_come_from_settings_and_explicit_values_win():
     """Unset limits take the settings' values; the spec's own timeout stays."""
     spec = Registry((greet,)).resolved(settings())["demo.greet"]
-    assert (spec.queue, spec.timeout_s, spec.soft_timeout_s, spec.max_tries) == ("storymimi", 10, 10, 4)
+    assert (spec.queue, spec.timeout_s, spec.soft_timeout_s, spec.max_tries) == ("storymimi", 10, 9, 4)
+
+
+def test_soft_limit_at_or_above_hard_limit_means_none():
+    """A soft limit that could never fire before the hard one is dropped."""
+
+    @job("demo.same", timeout_s=5, soft_timeout_s=5)
+    async def same(ctx: JobContext) -> None: ...
+
+    assert Registry((same,)).resolved(settings())["demo.same"].soft_timeout_s is None
 
 
 def test_arguments_are_validated_and_coerced():

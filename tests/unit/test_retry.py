@@ -54,3 +54,22 @@ def test_retry_after_hint_wins_and_is_capped():
     p = policy(max_delay_s=60.0)
     assert p.decide(TransientError(retry_after_s=7.5), 1) == 7.5
     assert p.decide(TransientError(retry_after_s=600), 1) == 60.0
+
+
+def http_error(status: int, headers: dict[str, str] | None = None) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://provider.test/v1/chat/completions")
+    response = httpx.Response(status, headers=headers or {}, request=request)
+    return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
+
+
+@pytest.mark.parametrize(("status", "retried"), [(429, True), (500, True), (503, True), (400, False), (404, False)])
+def test_http_status_errors_are_classified(status: int, retried: bool):
+    """429 and 5xx are transient; other 4xx are permanent."""
+    assert (policy().decide(http_error(status), 1) is not None) is retried
+
+
+def test_http_retry_after_header_is_honoured():
+    """A 429's Retry-After seconds set the delay; an unparseable one falls back to backoff."""
+    assert policy().decide(http_error(429, {"Retry-After": "12"}), 1) == 12.0
+    delay = policy(base_delay_s=1.0).decide(http_error(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), 1)
+    assert delay is not None and delay <= 1.0
