@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-workers", action="store_true", help="run the API only")
     worker = sub.add_parser("worker", help="one worker process (normally started by `run`)")
     worker.add_argument("--jobs", default="jobs:registry")
+    worker.add_argument("--worker-id", default=None, help="given by the supervisor, which frees its leases")
     api = sub.add_parser("api", help="one API process (normally started by `run`)")
     api.add_argument("--app", default="api.main:create_app")
     return parser
@@ -57,15 +58,15 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     registry = _load(args.jobs)
     if not isinstance(registry, Registry):
         raise SystemExit(f"--jobs {args.jobs} must name a runner.registry.Registry, got {type(registry).__name__}")
-    code: int = uvloop.run(_worker_main(settings, registry))
+    code: int = uvloop.run(_worker_main(settings, registry, args.worker_id))
     return code
 
 
-async def _worker_main(settings: Settings, registry: Any) -> int:
-    from runner.supervisor import RECYCLE_EXIT_CODE
+async def _worker_main(settings: Settings, registry: Any, worker_id: str | None) -> int:
+    from runner.supervisor import CONTROL_FD_ENV, RECYCLE_EXIT_CODE
     from runner.worker import ExitReason, Worker
 
-    worker = Worker(settings, registry)
+    worker = Worker(settings, registry, worker_id=worker_id, on_retire=_tell_supervisor(os.environ.get(CONTROL_FD_ENV)))
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
@@ -84,6 +85,19 @@ async def _worker_main(settings: Settings, registry: Any) -> int:
     finally:
         watchdog.cancel()
     return 0 if reason is ExitReason.STOPPED else RECYCLE_EXIT_CODE
+
+
+def _tell_supervisor(control_fd: str | None) -> Any:
+    """A callback that tells the supervisor this worker is retiring, so it starts the replacement now."""
+
+    def retiring() -> None:
+        if control_fd is not None:
+            try:
+                os.write(int(control_fd), b"retiring\n")
+            except OSError as exc:
+                log.warning("control_pipe_write_failed", error=repr(exc))
+
+    return retiring
 
 
 async def _stop_when_orphaned(worker: Any) -> None:

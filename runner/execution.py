@@ -19,6 +19,7 @@ from arq.utils import ms_to_datetime
 from runner import serializer
 from runner.context import JobContext
 from runner.errors import JobTimeoutError, PermanentError, SoftTimeLimitExceeded, UnknownJobError
+from runner.outage import ride_out
 from runner.queue import ClaimedJob, RedisQueue
 from runner.registry import JobSpec
 from runner.resources import Resources
@@ -55,6 +56,7 @@ class JobExecutor:
         self._queue = queue
         self._store = store
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
+        self._outage_s = resources.settings.outage_retry_s
 
     async def execute(self, claimed: ClaimedJob) -> None:
         """Run one claimed job to one of its ends; never raises but CancelledError (worker stopping)."""
@@ -82,7 +84,7 @@ class JobExecutor:
                 error = f"gave up after {spec.max_tries} tries: the job's worker stopped each time before it ended"
                 await self._fail(claimed, prepared, ctx, error)
                 return
-            await self._store.move(self._transition(claimed, prepared, JobStatus.PROCESSING))
+            await self._move(self._transition(claimed, prepared, JobStatus.PROCESSING))
             log.info("job_started", queued_ms=max(0, _now_ms() - prepared.enqueue_time_ms))
             await self._run(claimed, prepared, ctx)
 
@@ -109,10 +111,8 @@ class JobExecutor:
             soft.disarm()
 
     async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
-        await self._store.move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
-        await self._queue.finish(
-            claimed.job_id, self._result_bytes(claimed, prepared, True, result), self._keep_result_ms
-        )
+        await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
+        await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, True, result), self._keep_result_ms)
         log.info("job_completed", outcome="completed", duration_ms=_elapsed_ms(started))
 
     async def _after_error(
@@ -126,15 +126,13 @@ class JobExecutor:
             await self._fail(claimed, prepared, ctx, error)
             return
         log.warning("job_retrying", outcome="retrying", error=error, retry_in_s=round(delay, 3))
-        await self._store.move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
-        await self._queue.release(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
+        await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
+        await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
 
     async def _fail(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, error: str) -> None:
-        await self._store.move(self._transition(claimed, prepared, JobStatus.FAILED, error=error))
+        await self._move(self._transition(claimed, prepared, JobStatus.FAILED, error=error))
         await self._run_failure_hook(prepared.spec, ctx, error)
-        await self._queue.finish(
-            claimed.job_id, self._result_bytes(claimed, prepared, False, error), self._keep_result_ms
-        )
+        await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, False, error), self._keep_result_ms)
 
     async def _refuse(self, claimed: ClaimedJob, exc: PermanentError) -> None:
         """A payload we cannot run: record why, finish it, keep the worker going."""
@@ -142,7 +140,7 @@ class JobExecutor:
         error = _describe(exc)
         log.warning("job_refused", job_name=name, outcome="failed", error=error)
         max_tries = spec.max_tries if spec else 1
-        await self._store.move(
+        await self._move(
             Transition(claimed.job_id, JobStatus.FAILED, name=name, queue=self._queue.queue,
                        attempt=claimed.try_count, max_tries=max_tries, worker=self._queue.worker_id, error=error)
         )  # fmt: skip
@@ -153,18 +151,31 @@ class JobExecutor:
         result = serializer.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
                                        "r": error, "st": _now_ms(), "ft": _now_ms(), "q": self._queue.queue,
                                        "id": claimed.job_id})  # fmt: skip
-        await self._queue.finish(claimed.job_id, result, self._keep_result_ms)
+        await self._finish(claimed.job_id, result, self._keep_result_ms)
 
     async def _release(self, claimed: ClaimedJob, reason: str, delay_s: float = 0.0) -> None:
         try:
-            released = await self._queue.release(
-                claimed.job_id, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True
-            )
+            released = await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True)
             log.warning("job_released", reason=reason, released=released)
-            await self._store.move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason,
+            await self._move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason,
                                               attempt=claimed.try_count, queue=self._queue.queue))  # fmt: skip
         except Exception as exc:  # the lease will expire and another worker will run the job
             log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queue.lease_ms)
+
+    async def _move(self, transition: Transition) -> bool:
+        return await ride_out(lambda: self._store.move(transition), what="status_write", budget_s=self._outage_s)
+
+    async def _finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
+        await ride_out(
+            lambda: self._queue.finish(job_id, result, keep_result_ms), what="finish", budget_s=self._outage_s
+        )
+
+    async def _requeue(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
+        return await ride_out(
+            lambda: self._queue.release(job_id, due_ms=due_ms, give_back_try=give_back_try),
+            what="requeue",
+            budget_s=self._outage_s,
+        )
 
     async def _run_failure_hook(self, spec: JobSpec, ctx: JobContext, error: str) -> None:
         if spec.on_failure is None:

@@ -12,8 +12,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import structlog
+from arq.connections import ArqRedis
 
 from runner.embedded import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
+from runner.queue import release_dead_worker
+from runner.resources import connect_redis
 from runner.settings import Settings
 from runner.supervisor import ChildSpec, Supervisor, python_argv
 
@@ -61,27 +64,61 @@ def launch(settings: Settings, plan: LaunchPlan) -> int:
 
     with embedded_servers(settings) as server_env:
         env = {**os.environ, **server_env}
-        children = []
         if plan.app:
-            children.append(ChildSpec("api", python_argv("api", "--app", plan.app)))
-        if plan.jobs:
-            children += [ChildSpec(f"worker-{i}", python_argv("worker", "--jobs", plan.jobs))
-                         for i in range(1, settings.workers + 1)]  # fmt: skip
-        supervisor = Supervisor(children, env=env, grace_s=settings.shutdown_grace_s)
-        if plan.app:
-            log.info(
-                "api_url",
-                url=f"http://{settings.host}:{settings.port}",
-                docs=f"http://{settings.host}:{settings.port}/docs",
+            base = f"http://{settings.host}:{settings.port}"
+            log.info("api_url", url=base, docs=f"{base}/docs")
+        redis_url = server_env.get("REDIS_URL") or settings.redis_url
+        code: int = uvloop.run(
+            _supervise(_children(settings, plan), env, settings.model_copy(update={"redis_url": redis_url}))
+        )
+        return code
+
+
+def _children(settings: Settings, plan: LaunchPlan) -> list[ChildSpec]:
+    children: list[ChildSpec] = []
+    if plan.app:
+        app = plan.app
+        children.append(ChildSpec("api", lambda _: python_argv("api", "--app", app)))
+    if plan.jobs:
+        jobs = plan.jobs
+        for i in range(1, settings.workers + 1):
+            children.append(
+                ChildSpec(
+                    f"worker-{i}", lambda instance: python_argv("worker", "--jobs", jobs, "--worker-id", instance)
+                )
             )
-        return uvloop.run(_supervise(supervisor))
+    return children
 
 
-async def _supervise(supervisor: Supervisor) -> int:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, supervisor.handle_signal, signum)
-    return await supervisor.run()
+async def _supervise(children: list[ChildSpec], env: dict[str, str], settings: Settings) -> int:
+    async with _LeaseReleaser(settings) as releaser:
+        supervisor = Supervisor(children, env=env, grace_s=settings.shutdown_grace_s, on_exit=releaser.release)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, supervisor.handle_signal, signum)
+        return await supervisor.run()
+
+
+class _LeaseReleaser:
+    """Frees the job leases of a worker process the moment it exits, so its jobs run again at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._redis: ArqRedis | None = None
+
+    async def __aenter__(self) -> _LeaseReleaser:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def release(self, instance: str, exit_code: int) -> None:
+        if self._redis is None:
+            self._redis = await connect_redis(self._settings)
+        released = await release_dead_worker(self._redis, instance)
+        if released:
+            log.warning("dead_worker_leases_released", worker_id=instance, exit_code=exit_code, jobs=released)
 
 
 def _answers(port: int) -> bool:

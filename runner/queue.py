@@ -6,6 +6,7 @@ Layout (arq's, so arq's client and `Job` keep working):
     arq:in-progress:<id>         the lease: value = the owning worker's id, short TTL, renewed while running
     arq:retry:<id>               how many times the job was started (a try counter)
     arq:result:<id>              the JSON result envelope, kept KEEP_RESULT_S
+    runner:leases:<worker>       ids a worker holds leases on, so its supervisor can free them when it dies
 
 arq guards a running job with an in-progress key that lives for the job timeout + 10 s, so a job whose
 worker died waits up to an hour. Here that key is a lease of LEASE_TTL_S that the worker renews; only its
@@ -20,7 +21,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
-__all__ = ["ClaimedJob", "RedisQueue"]
+__all__ = ["ClaimedJob", "RedisQueue", "leases_key", "release_dead_worker"]
 
 _RETRY_KEY_TTL_MS = 88_400_000  # as arq
 
@@ -37,6 +38,7 @@ while got < want and offset < scan do
   for i = 1, #page, 2 do
     local id = page[i]
     if redis.call('SET', ARGV[6] .. id, worker, 'NX', 'PX', lease_ms) then
+      redis.call('SADD', ARGV[10], id)
       local try = redis.call('INCR', ARGV[8] .. id)
       redis.call('PEXPIRE', ARGV[8] .. id, ARGV[9])
       out[#out + 1] = {id, redis.call('GET', ARGV[7] .. id), try, page[i + 1]}
@@ -46,6 +48,7 @@ while got < want and offset < scan do
   end
   offset = offset + #page / 2
 end
+if got > 0 then redis.call('PEXPIRE', ARGV[10], lease_ms * 4) end
 return out
 """
 
@@ -56,6 +59,7 @@ for i = 4, #ARGV do
   local key = ARGV[1] .. ARGV[i]
   if redis.call('GET', key) == ARGV[2] then redis.call('PEXPIRE', key, ARGV[3]) else lost[#lost + 1] = ARGV[i] end
 end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 4)
 return lost
 """
 
@@ -71,6 +75,7 @@ if ARGV[3] ~= '' then
 end
 redis.call('DEL', ARGV[5] .. id, ARGV[6] .. id)
 if redis.call('GET', ARGV[8] .. id) == ARGV[2] then redis.call('DEL', ARGV[8] .. id) end
+redis.call('SREM', KEYS[2], id)
 redis.call('ZREM', queue, id)
 redis.call('ZREM', 'arq:abort', id)
 return 1
@@ -80,12 +85,40 @@ return 1
 # (a graceful stop did not really try the job, so it must not use up one of its tries).
 _RELEASE = """
 local id = ARGV[1]
+redis.call('SREM', KEYS[2], id)
 if redis.call('GET', ARGV[5] .. id) ~= ARGV[2] then return 0 end
 redis.call('DEL', ARGV[5] .. id)
 if redis.call('EXISTS', ARGV[6] .. id) == 1 then redis.call('ZADD', KEYS[1], ARGV[3], id) end
 if ARGV[4] == '1' and tonumber(redis.call('GET', ARGV[7] .. id) or '0') > 0 then redis.call('DECR', ARGV[7] .. id) end
 return 1
 """
+
+
+# Release every lease a dead worker held, so its jobs run again now rather than when the leases expire.
+# The crash keeps the try it used: a job that keeps killing its worker runs out of tries.
+_RELEASE_DEAD = """
+local released = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('GET', ARGV[1] .. id) == ARGV[2] then
+    redis.call('DEL', ARGV[1] .. id)
+    released[#released + 1] = id
+  end
+end
+redis.call('DEL', KEYS[1])
+return released
+"""
+
+
+def leases_key(worker_id: str) -> str:
+    """The set of job ids a worker holds leases on (kept by the scripts above, read when it dies)."""
+    return f"runner:leases:{worker_id}"
+
+
+async def release_dead_worker(redis: ArqRedis, worker_id: str) -> list[str]:
+    """Free the leases of a worker known to be dead; return the ids of the jobs that can now run."""
+    script = redis.register_script(_RELEASE_DEAD)
+    released: list[Any] = await script(keys=[leases_key(worker_id)], args=[in_progress_key_prefix, worker_id])
+    return [_text(x) for x in released]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +139,7 @@ class RedisQueue:
         self.queue = queue
         self.worker_id = worker_id
         self.lease_ms = max(int(lease_ttl_s * 1000), 100)
+        self._leases = leases_key(worker_id)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
@@ -116,7 +150,7 @@ class RedisQueue:
         rows: list[list[Any]] = await self._claim(
             keys=[self.queue],
             args=[now_ms, limit, self.lease_ms, self.worker_id, scan_limit,
-                  in_progress_key_prefix, job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS],
+                  in_progress_key_prefix, job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS, self._leases],
         )  # fmt: skip
         return [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3]))) for r in rows]
 
@@ -125,14 +159,14 @@ class RedisQueue:
         if not job_ids:
             return []
         lost: list[Any] = await self._renew(
-            keys=[], args=[in_progress_key_prefix, self.worker_id, self.lease_ms, *job_ids]
+            keys=[self._leases], args=[in_progress_key_prefix, self.worker_id, self.lease_ms, *job_ids]
         )
         return [_text(x) for x in lost]
 
     async def finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
         """Remove a finished job from the queue, keeping its result envelope for `keep_result_ms`."""
         await self._finish(
-            keys=[self.queue],
+            keys=[self.queue, self._leases],
             args=[job_id, self.worker_id, result or b"", keep_result_ms,
                   job_key_prefix, retry_key_prefix, result_key_prefix, in_progress_key_prefix],
         )  # fmt: skip
@@ -140,7 +174,7 @@ class RedisQueue:
     async def release(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
         """Drop our lease and make the job due again at `due_ms`; False if the lease was not ours."""
         released = await self._release(
-            keys=[self.queue],
+            keys=[self.queue, self._leases],
             args=[job_id, self.worker_id, due_ms, "1" if give_back_try else "0",
                   in_progress_key_prefix, job_key_prefix, retry_key_prefix],
         )  # fmt: skip

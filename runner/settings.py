@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(30, ge=0)
     keep_result_s: float = Field(3600, ge=0)
     startup_retry_s: float = Field(60, ge=0, description="how long to retry Redis/Postgres at start-up")
+    outage_retry_s: float = Field(60, ge=0, description="how long the runner's own writes ride out an outage")
 
     # API.
     host: str = "127.0.0.1"

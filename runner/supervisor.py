@@ -1,9 +1,13 @@
-"""The process supervisor behind `make run` / `make worker`: it starts the API and WORKERS worker
-processes, restarts a worker that died (with backoff if it keeps dying) or retired itself (recycled),
-and on SIGTERM or Ctrl-C stops them all in order. A second Ctrl-C kills them at once.
+"""The process supervisor behind `make run` / `make worker`.
 
-Children run in their own sessions so a terminal's Ctrl-C reaches only the supervisor, which then
-signals each child exactly once (modelled on uvicorn's multiprocess supervisor).
+It keeps one process in each slot (the API, WORKERS workers): a worker that died is restarted, with
+backoff if it keeps dying, and its exit is reported at once (the launcher frees its job leases so its jobs
+run again in about a second). A worker that retires itself (job or memory limit) says so on its control
+pipe first; the supervisor starts its replacement before it leaves, so capacity never drops to zero.
+SIGTERM or Ctrl-C stops every child gracefully; a second Ctrl-C kills them.
+
+Children run in their own sessions so a terminal's Ctrl-C reaches only the supervisor, which then signals
+each child exactly once (modelled on uvicorn's multiprocess supervisor).
 """
 
 from __future__ import annotations
@@ -12,50 +16,60 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-__all__ = ["RECYCLE_EXIT_CODE", "ChildSpec", "Supervisor", "python_argv"]
+__all__ = ["CONTROL_FD_ENV", "RECYCLE_EXIT_CODE", "ChildExit", "ChildSpec", "Supervisor", "python_argv"]
 
 log = structlog.get_logger("runner.supervisor")
 
-RECYCLE_EXIT_CODE = 75  # a worker that retired itself (job or memory limit): replace it at once
+RECYCLE_EXIT_CODE = 75  # a worker that retired itself (job or memory limit)
+CONTROL_FD_ENV = "RUNNER_CONTROL_FD"  # the fd a child writes b"retiring\n" to before it drains
 _MAX_BACKOFF_S = 30.0
 _STABLE_AFTER_S = 30.0  # a child that lived this long has its crash backoff reset
+
+ChildExit = Callable[[str, int], Awaitable[None]]  # (instance id, exit code)
 
 
 @dataclass
 class ChildSpec:
-    """One supervised process: what to run and whether to keep it running."""
+    """One supervised slot: `argv(instance_id)` is the command for each process started in it."""
 
     name: str
-    argv: Sequence[str]
+    argv: Callable[[str], Sequence[str]]
     restart: bool = True
 
 
 @dataclass
-class _Child:
+class _Slot:
     spec: ChildSpec
-    process: asyncio.subprocess.Process | None = None
+    current: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     crashes: int = 0
-    restarts: int = 0
-    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    generation: int = 0
+    tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
 
 
 class Supervisor:
-    """Keeps its children running until stopped; `run()` returns the exit code for the process."""
+    """Keeps its slots filled until stopped; `run()` returns the exit code for the process."""
 
-    def __init__(self, children: Sequence[ChildSpec], *, env: dict[str, str], grace_s: float) -> None:
-        self._children = [_Child(spec) for spec in children]
+    def __init__(
+        self, children: Sequence[ChildSpec], *, env: dict[str, str], grace_s: float, on_exit: ChildExit | None = None
+    ) -> None:
+        self._slots = [_Slot(spec) for spec in children]
         self._env = env
         self._grace_s = grace_s
+        self._on_exit = on_exit
         self._stopping = asyncio.Event()
         self._signals = 0
+        self._processes: set[asyncio.subprocess.Process] = set()
+        self.recycled = 0
+        self.restarted = 0
 
     def handle_signal(self, signum: int) -> None:
         """Record the signal; the loop acts. First: graceful stop. Second SIGINT: kill now."""
@@ -65,67 +79,105 @@ class Supervisor:
             self._kill_all()
         self._stopping.set()
 
+    @property
+    def alive(self) -> int:
+        return sum(1 for p in self._processes if p.returncode is None)
+
     async def run(self) -> int:
-        for child in self._children:
-            await self._spawn(child)
+        for slot in self._slots:
+            await self._spawn(slot)
         await self._stopping.wait()
         await self._stop_all()
         return 0
 
-    async def _spawn(self, child: _Child) -> None:
-        child.process = await asyncio.create_subprocess_exec(
-            *child.spec.argv, env=self._env, start_new_session=True, stdin=asyncio.subprocess.DEVNULL
-        )
-        child.started_at = time.monotonic()
-        log.info("child_started", child=child.spec.name, pid=child.process.pid, restarts=child.restarts)
-        child.watcher = asyncio.create_task(self._watch(child), name=f"watch:{child.spec.name}")
+    async def _spawn(self, slot: _Slot) -> None:
+        slot.generation += 1
+        instance = f"{socket.gethostname()}:{os.getpid()}:{slot.spec.name}.{slot.generation}"
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *slot.spec.argv(instance), env={**self._env, CONTROL_FD_ENV: str(write_fd)},
+                pass_fds=(write_fd,), start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            os.close(write_fd)
+        slot.current, slot.started_at = process, time.monotonic()
+        self._processes.add(process)
+        log.info("child_started", child=slot.spec.name, pid=process.pid, instance=instance)
+        for coro in (self._watch(slot, process, instance), self._listen(slot, process, read_fd)):
+            task = asyncio.create_task(coro)
+            slot.tasks.add(task)
+            task.add_done_callback(slot.tasks.discard)
 
-    async def _watch(self, child: _Child) -> None:
-        assert child.process is not None
-        code = await child.process.wait()
-        if self._stopping.is_set():
+    async def _listen(self, slot: _Slot, process: asyncio.subprocess.Process, read_fd: int) -> None:
+        """Read the child's control pipe: `retiring` means start its replacement now."""
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        try:
+            while line := await reader.readline():
+                if line.strip() == b"retiring" and slot.current is process and not self._stopping.is_set():
+                    log.info("child_retiring", child=slot.spec.name, pid=process.pid)
+                    self.recycled += 1
+                    await self._spawn(slot)
+        finally:
+            transport.close()
+
+    async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process, instance: str) -> None:
+        code = await process.wait()
+        self._processes.discard(process)
+        if self._on_exit is not None:
+            await self._report_exit(instance, code)
+        if self._stopping.is_set() or slot.current is not process:
+            log.info("child_exited", child=slot.spec.name, pid=process.pid, exit_code=code)
             return
-        lived = time.monotonic() - child.started_at
-        if code == RECYCLE_EXIT_CODE:
-            log.info("child_recycled", child=child.spec.name, pid=child.process.pid)
+        await self._replace(slot, process, code)
+
+    async def _replace(self, slot: _Slot, process: asyncio.subprocess.Process, code: int) -> None:
+        lived = time.monotonic() - slot.started_at
+        if code == RECYCLE_EXIT_CODE:  # retired without warning us first: replace at once
             delay = 0.0
         else:
-            child.crashes = 0 if lived > _STABLE_AFTER_S else child.crashes + 1
-            delay = min(0.5 * 2 ** max(child.crashes - 1, 0), _MAX_BACKOFF_S)
-            log.error("child_died", child=child.spec.name, pid=child.process.pid, exit_code=code,
-                      restart_in_s=delay if child.spec.restart else None)  # fmt: skip
-        if not child.spec.restart:
+            slot.crashes = 0 if lived > _STABLE_AFTER_S else slot.crashes + 1
+            delay = min(0.5 * 2 ** max(slot.crashes - 1, 0), _MAX_BACKOFF_S) if slot.crashes > 1 else 0.0
+            log.error("child_died", child=slot.spec.name, pid=process.pid, exit_code=code,
+                      restart_in_s=delay if slot.spec.restart else None)  # fmt: skip
+        if not slot.spec.restart:
             self._stopping.set()
             return
-        await self._sleep_unless_stopping(delay)
-        if not self._stopping.is_set():
-            child.restarts += 1
-            await self._spawn(child)
-
-    async def _sleep_unless_stopping(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            self.restarted += 1
+            await self._spawn(slot)
+
+    async def _report_exit(self, instance: str, code: int) -> None:
+        assert self._on_exit is not None
+        try:
+            await asyncio.wait_for(self._on_exit(instance, code), 10)
+        except Exception as exc:  # the leases will expire on their own; say why they were not freed now
+            log.warning("child_exit_hook_failed", instance=instance, error=repr(exc))
 
     async def _stop_all(self) -> None:
-        alive = [c.process for c in self._children if c.process and c.process.returncode is None]
+        alive = [p for p in self._processes if p.returncode is None]
         log.info("supervisor_stopping", children=len(alive), grace_s=self._grace_s)
         for process in alive:
             _signal(process, signal.SIGTERM)
-        waits = [asyncio.create_task(p.wait()) for p in alive]
-        if waits:
-            _, pending = await asyncio.wait(waits, timeout=self._grace_s + 5)
+        if alive:
+            _, pending = await asyncio.wait([asyncio.create_task(p.wait()) for p in alive], timeout=self._grace_s + 5)
             if pending:
                 log.warning("children_killed_after_grace", count=len(pending))
                 self._kill_all()
                 await asyncio.wait(pending, timeout=5)
-        for child in self._children:
-            if child.watcher is not None:
-                child.watcher.cancel()
+        tasks = [t for slot in self._slots for t in slot.tasks]
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
 
     def _kill_all(self) -> None:
-        for child in self._children:
-            if child.process is not None and child.process.returncode is None:
-                _signal(child.process, signal.SIGKILL)
+        for process in self._processes:
+            if process.returncode is None:
+                _signal(process, signal.SIGKILL)
 
 
 def _signal(process: asyncio.subprocess.Process, signum: int) -> None:

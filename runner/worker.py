@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from enum import StrEnum
 from typing import Any
@@ -44,7 +44,14 @@ class ExitReason(StrEnum):
 class Worker:
     """Runs the registry's jobs from Redis until stopped. Create it inside the process's event loop."""
 
-    def __init__(self, settings: Settings, registry: Registry, *, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        *,
+        worker_id: str | None = None,
+        on_retire: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -55,6 +62,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._process = psutil.Process()
         self.ready = asyncio.Event()
+        self._on_retire = on_retire
 
     def stop(self) -> None:
         """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
@@ -131,15 +139,20 @@ class Worker:
     def _check_recycle(self) -> None:
         limit_jobs = self.settings.max_jobs_per_worker
         if limit_jobs and self.jobs_done >= limit_jobs and not self._stopping.is_set():
-            self.exit_reason = ExitReason.RECYCLED_JOBS
-            self.stop()
+            self._retire(ExitReason.RECYCLED_JOBS, jobs_done=self.jobs_done)
         limit_mb = self.settings.max_memory_per_worker_mb
         if limit_mb and not self._stopping.is_set():
             rss_mb = self._process.memory_info().rss / 2**20
             if rss_mb > limit_mb:
-                log.warning("worker_over_memory", rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
-                self.exit_reason = ExitReason.RECYCLED_MEMORY
-                self.stop()
+                self._retire(ExitReason.RECYCLED_MEMORY, rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
+
+    def _retire(self, reason: ExitReason, **facts: Any) -> None:
+        """Stop taking jobs, finish the running ones and exit; the supervisor starts a replacement now."""
+        log.info("worker_retiring", reason=reason, **facts)
+        self.exit_reason = reason
+        self.stop()
+        if self._on_retire is not None:
+            self._on_retire()
 
     async def _sleep(self, seconds: float | None) -> None:
         self._wake.clear()
