@@ -51,10 +51,11 @@ def _is_lost_connection(exc: BaseException) -> bool:
         httpx.TransportError,
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
-        asyncpg.exceptions.ConnectionDoesNotExistError,
-        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
+        asyncpg.exceptions.OperatorInterventionError,  # class 57: admin or crash shutdown, cannot connect now
         asyncpg.exceptions.TooManyConnectionsError,
-        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.InterfaceError,  # includes ConnectionDoesNotExistError
+        asyncpg.exceptions.InternalClientError,  # a query cut off by the server going away
     )
     return isinstance(exc, transient)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import asyncpg
 import httpx
 import pytest
 import redis.exceptions
@@ -19,7 +20,8 @@ def policy(**kwargs: float) -> RetryPolicy:
 @pytest.mark.parametrize(
     "exc",
     [TransientError("x"), httpx.ConnectTimeout("x"), httpx.ReadError("x"), redis.exceptions.ConnectionError("x"),
-     ConnectionResetError(), TimeoutError()],
+     ConnectionResetError(), TimeoutError(), asyncpg.exceptions.AdminShutdownError("57P01"),
+     asyncpg.exceptions.ConnectionDoesNotExistError("gone"), asyncpg.exceptions.InternalClientError("state")],
 )  # fmt: skip
 def test_transient_errors_are_retried(exc: BaseException):
     """Timeouts, lost connections and TransientError are worth another try."""

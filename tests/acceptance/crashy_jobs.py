@@ -1,0 +1,22 @@
+"""A registry for the fault tests: the story job plus a job that kills its own worker process."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from jobs import registry as story_registry
+from runner.context import JobContext
+from runner.registry import Registry, job
+
+
+@job("crash.kill_own_worker")
+async def kill_own_worker(ctx: JobContext, *, note: str) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+registry = Registry(
+    specs=(*story_registry.specs, kill_own_worker),
+    services=story_registry.services,
+    migrations=story_registry.migrations,
+)

@@ -1,0 +1,220 @@
+"""Fault injection with real processes and servers: SIGKILL, SIGTERM, server restarts, recycling.
+
+Each test reports what it measured (run pytest with -s to see the lines starting with `measured`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runner.client import JobClient
+from runner.resources import Resources
+from runner.settings import Settings
+from tests.acceptance import crashy_jobs
+from tests.acceptance.fleet import Fleet, assert_each_story_completed_once, now, until_stories
+from tests.conftest import Servers, wait_for
+
+pytestmark = pytest.mark.slow
+
+MakeFleet = Callable[..., Fleet]
+
+
+@pytest.fixture
+async def fleet(settings: Settings, tmp_path: Path) -> AsyncIterator[MakeFleet]:
+    """Make fleets for this test's queue; every one is killed at teardown if still running."""
+    made: list[Fleet] = []
+
+    def make(**env: Any) -> Fleet:
+        made.append(Fleet(settings, tmp_path, **env))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()
+
+
+async def post_stories(api: httpx.AsyncClient, count: int) -> list[str]:
+    body = {"title": "", "prompt": "a lighthouse that learns to swim", "user_id": "fault-tests"}
+    responses = await asyncio.gather(*(api.post("/stories/", json=body) for _ in range(count)))
+    assert all(r.status_code == 202 for r in responses)
+    return [r.json()["story_id"] for r in responses]
+
+
+async def processing_jobs(resources: Resources, settings: Settings) -> int:
+    count: int = await resources.db.fetchval(
+        "SELECT count(*) FROM runner_jobs WHERE queue = $1 AND status = 'processing'", settings.queue_name
+    )
+    return count
+
+
+async def until_processing(resources: Resources, settings: Settings, at_least: int) -> None:
+    async def check() -> bool:
+        return await processing_jobs(resources, settings) >= at_least
+
+    await wait_for(check, 20, every=0.01)
+
+
+async def rerun_starts(resources: Resources, settings: Settings) -> list[datetime]:
+    rows = await resources.db.fetch(
+        "SELECT started_at FROM runner_jobs WHERE queue = $1 AND attempts >= 2", settings.queue_name
+    )
+    return [r["started_at"] for r in rows]
+
+
+async def test_sigkilled_worker_jobs_run_again_within_a_second(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """SIGKILL a worker with 20 stories in flight: its supervisor frees its leases and every story
+    completes exactly once, with no duplicate scenes or media."""
+    running = await fleet().start()
+    story_ids = await post_stories(api, 20)
+    await until_processing(resources, settings, 15)
+    killed_at = now()
+    os.kill(running.worker_pids()[0], signal.SIGKILL)
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    restarts = await rerun_starts(resources, settings)
+    assert restarts, "the killed worker held no job: the test proved nothing"
+    recovery = max(r.timestamp() for r in restarts) - killed_at
+    print(f"\nmeasured sigkill: {len(restarts)} jobs re-run, last one restarted {recovery:.2f}s after SIGKILL")
+    assert recovery < 3
+    assert running.events("dead_worker_leases_released")
+
+
+async def test_lost_host_jobs_run_again_after_the_lease_ttl(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """When supervisor and workers die together, the short lease is the bound: jobs run again after it."""
+    first = await fleet(lease_ttl_s=2).start()
+    story_ids = await post_stories(api, 20)
+    await until_processing(resources, settings, 15)
+    killed_at = now()
+    first.kill_everything()
+    await fleet(lease_ttl_s=2).start()
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    restarts = await rerun_starts(resources, settings)
+    recovery = max(r.timestamp() for r in restarts) - killed_at
+    print(f"\nmeasured host loss: {len(restarts)} jobs re-run, last {recovery:.2f}s after the kill (lease 2 s)")
+    assert restarts
+    assert 1.5 < recovery < 5
+
+
+async def test_sigterm_drains_running_jobs_and_loses_nothing(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """SIGTERM: running jobs finish within the grace period, queued ones wait, a new fleet runs them all."""
+    first = await fleet(workers=1, worker_concurrency=5, shutdown_grace_s=20).start()
+    story_ids = await post_stories(api, 20)
+    await until_processing(resources, settings, 5)
+    first.sigterm()
+    assert await first.wait(30) == 0
+    assert await processing_jobs(resources, settings) == 0
+    await fleet().start()
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    attempts = await resources.db.fetchval(
+        "SELECT max(attempts) FROM runner_jobs WHERE queue = $1", settings.queue_name
+    )
+    assert attempts == 1
+
+
+async def test_sigterm_past_grace_gives_jobs_back_without_using_tries(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """Jobs still running when a short grace period ends are given back at once, their tries returned."""
+    first = await fleet(shutdown_grace_s=0.1, offline_latency_ms=300).start()
+    story_ids = await post_stories(api, 10)
+    await until_processing(resources, settings, 10)
+    stopped_at = now()
+    first.sigterm()
+    assert await first.wait(30) == 0
+    assert now() - stopped_at < 5
+    released = len(first.events("job_released"))
+    await fleet(offline_latency_ms=1).start()
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    attempts = await resources.db.fetchval(
+        "SELECT max(attempts) FROM runner_jobs WHERE queue = $1", settings.queue_name
+    )
+    print(f"\nmeasured drain: {released} running jobs given back at the end of a 0.1 s grace period")
+    assert (released, attempts) == (10, 1)
+
+
+async def test_redis_restart_mid_run_loses_no_job(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet, servers: Servers
+):
+    """Redis restarts while 20 stories run: workers reconnect without dying, and every story completes."""
+    running = await fleet().start()
+    pids = sorted(running.worker_pids())
+    story_ids = await post_stories(api, 20)
+    await until_processing(resources, settings, 10)
+    servers.redis.stop()
+    ready = await api.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"].startswith("down")
+    await asyncio.sleep(0.5)
+    servers.redis.start()
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    assert sorted(running.worker_pids()) == pids, "a worker died and was restarted"
+    assert not running.events("child_died")
+    print(f"\nmeasured redis restart: {len(running.events('outage_retry'))} runner writes retried, 0 jobs lost")
+
+
+async def test_postgres_restart_mid_run_loses_no_job(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet, servers: Servers
+):
+    """Postgres restarts while 20 stories run: status writes are retried and every story completes."""
+    running = await fleet().start()
+    story_ids = await post_stories(api, 20)
+    await until_processing(resources, settings, 10)
+    servers.postgres.stop()
+    await asyncio.sleep(0.5)
+    servers.postgres.start()
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    assert not running.events("child_died")
+    print(f"\nmeasured postgres restart: {len(running.events('outage_retry'))} runner writes retried, 0 jobs lost")
+
+
+async def test_recycled_workers_are_replaced_before_they_leave(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """With MAX_JOBS_PER_WORKER=4 a worker retires repeatedly; a replacement starts first; all complete."""
+    running = await fleet(workers=1, worker_concurrency=4, max_jobs_per_worker=4).start()
+    story_ids = await post_stories(api, 12)
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    events = running.events()
+    retiring = [i for i, e in enumerate(events) if e.get("event") == "child_retiring"]
+    assert len(retiring) >= 2
+    for i in retiring:  # after each retirement notice, a replacement starts before the old worker exits
+        after = [e["event"] for e in events[i + 1 :] if e.get("event") in ("child_started", "child_exited")]
+        assert after[:1] == ["child_started"], after
+
+
+async def test_a_job_that_keeps_killing_its_worker_fails_after_max_tries(
+    resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """A job that SIGKILLs its own worker each time is failed after JOB_MAX_TRIES, not run forever."""
+    running = await fleet(workers=1, jobs="tests.acceptance.crashy_jobs:registry").start()
+    client = JobClient(resources, crashy_jobs.registry.resolved(settings))
+    await client.enqueue("crash.kill_own_worker", job_id="crasher", note="boom")
+
+    async def failed() -> bool:
+        row = await client.get("crasher")
+        return row is not None and row.status == "failed"
+
+    await wait_for(failed, 30)
+    row = await client.get("crasher")
+    assert row is not None and row.error is not None and "gave up after 3 tries" in row.error
+    assert len(running.events("child_died")) == 3
