@@ -37,6 +37,7 @@ class _Prepared:
     kwargs: dict[str, Any]
     attempt: int
     enqueue_time_ms: int
+    raw_kwargs: dict[str, Any]  # as JSON in the payload, kept on the row so a lost job can be re-enqueued
 
 
 class JobExecutor:
@@ -57,6 +58,24 @@ class JobExecutor:
         self._store = store
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
         self._outage_s = resources.settings.outage_retry_s
+
+    @property
+    def store(self) -> JobStore:
+        return self._store
+
+    def knows(self, name: str) -> bool:
+        return name in self._specs
+
+    async def fail_orphan(self, *, job_id: str, name: str, kwargs: dict[str, Any], attempt: int, error: str) -> None:
+        """Fail a job that is no longer in Redis, and run its failure hook so its domain rows end too."""
+        spec = self._specs.get(name)
+        await self._move(Transition(job_id, JobStatus.FAILED, name=name, queue=self._queue.queue, attempt=attempt,
+                                    max_tries=spec.max_tries if spec else 1, error=error))  # fmt: skip
+        if spec is not None:
+            claimed = ClaimedJob(job_id, None, attempt, 0)
+            await self._run_failure_hook(
+                spec, self._context(claimed, _Prepared(spec, kwargs, attempt, 0, kwargs)), error
+            )
 
     async def execute(self, claimed: ClaimedJob) -> None:
         """Run one claimed job to one of its ends; never raises but CancelledError (worker stopping)."""
@@ -146,7 +165,7 @@ class JobExecutor:
         )  # fmt: skip
         if spec is not None and spec.on_failure is not None:
             kwargs = self._peek_kwargs(claimed)
-            prepared = _Prepared(spec, kwargs, claimed.try_count, 0)
+            prepared = _Prepared(spec, kwargs, claimed.try_count, 0, kwargs)
             await self._run_failure_hook(spec, self._context(claimed, prepared), error)
         result = serializer.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
                                        "r": error, "st": _now_ms(), "ft": _now_ms(), "q": self._queue.queue,
@@ -194,7 +213,7 @@ class JobExecutor:
             raise _unknown(payload.name, self._specs)
         kwargs = spec.bind(payload.args, payload.kwargs)
         attempt = max(claimed.try_count, payload.enqueue_try or 0)
-        return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms)
+        return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms, payload.kwargs)
 
     def _context(self, claimed: ClaimedJob, prepared: _Prepared) -> JobContext:
         return JobContext(
@@ -222,6 +241,7 @@ class JobExecutor:
         return Transition(
             claimed.job_id, status, name=prepared.spec.name, queue=self._queue.queue, attempt=prepared.attempt,
             max_tries=prepared.spec.max_tries, worker=self._queue.worker_id, error=error, result=result,
+            args=prepared.raw_kwargs,
         )  # fmt: skip
 
     def _result_bytes(self, claimed: ClaimedJob, prepared: _Prepared, success: bool, result: Any) -> bytes | None:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(30, gt=0.2, description="a crashed worker's job runs again after this")
     poll_interval_s: float = Field(0.05, gt=0, description="idle worker's queue poll period")
     shutdown_grace_s: float = Field(30, ge=0)
+    sweep_interval_s: float = Field(30, gt=0, description="how often one worker looks for stuck status rows")
+    sweep_stale_after_s: float = Field(30, ge=0, description="a row unmoved this long is checked against Redis")
     keep_result_s: float = Field(3600, ge=0)
     startup_retry_s: float = Field(60, ge=0, description="how long to retry Redis/Postgres at start-up")
     outage_retry_s: float = Field(60, ge=0, description="how long the runner's own writes ride out an outage")

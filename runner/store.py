@@ -32,8 +32,8 @@ ON CONFLICT (job_id) DO NOTHING
 
 _TRANSITION = """
 INSERT INTO runner_jobs AS j
-    (job_id, name, queue, status, attempts, max_tries, worker, error, result, started_at, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb,
+    (job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started_at, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, COALESCE($12::jsonb, '{}'::jsonb),
         CASE WHEN $4 = 'processing' THEN now() END,
         CASE WHEN $4 = ANY($10::text[]) THEN now() END)
 ON CONFLICT (job_id) DO UPDATE SET
@@ -90,6 +90,7 @@ class Transition:
     worker: str | None = None
     error: str | None = None
     result: Any = None
+    args: dict[str, Any] | None = None  # written only when the row is created by this transition
 
 
 class JobStore:
@@ -129,6 +130,7 @@ class JobStore:
             result,
             _TERMINAL,
             allowed_sources(t.status),
+            None if t.args is None else orjson.dumps(t.args).decode(),
         )
         return row is not None
 

@@ -29,6 +29,7 @@ from runner.registry import Registry
 from runner.resources import Resources, open_resources
 from runner.settings import Settings
 from runner.store import JobStore
+from runner.sweeper import Sweeper
 
 __all__ = ["ExitReason", "Worker"]
 
@@ -80,6 +81,8 @@ class Worker:
         async with self._open() as executor:
             queue = executor.queue
             renew = asyncio.create_task(self._renew_leases(queue), name="lease-renewal")
+            sweeper = Sweeper(executor.resources, executor.jobs, worker_id=self.worker_id)
+            sweep = asyncio.create_task(sweeper.run_forever(), name="sweeper")
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
                      concurrency=self.settings.worker_concurrency, jobs=sorted(executor.specs))  # fmt: skip
             self.ready.set()
@@ -88,7 +91,8 @@ class Worker:
                 await self._drain()
             finally:
                 renew.cancel()
-                await asyncio.gather(renew, return_exceptions=True)
+                sweep.cancel()
+                await asyncio.gather(renew, sweep, return_exceptions=True)
         log.info("worker_stopped", worker_id=self.worker_id, reason=self.exit_reason, jobs_done=self.jobs_done)
         return self.exit_reason
 
@@ -103,7 +107,8 @@ class Worker:
             queue = RedisQueue(resources.redis, queue=self.settings.queue_name, worker_id=self.worker_id,
                                lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
             specs = self.registry.resolved(self.settings)
-            yield _Executor(JobExecutor(resources, services, specs, queue, JobStore(resources.db)), queue, specs)
+            jobs = JobExecutor(resources, services, specs, queue, JobStore(resources.db))
+            yield _Executor(jobs, queue, specs, resources)
 
     async def _claim_loop(self, executor: _Executor) -> None:
         failures = 0
@@ -186,7 +191,8 @@ class Worker:
 class _Executor:
     """The worker's per-run collaborators, bundled for the loop."""
 
-    def __init__(self, jobs: JobExecutor, queue: RedisQueue, specs: dict[str, Any]) -> None:
+    def __init__(self, jobs: JobExecutor, queue: RedisQueue, specs: dict[str, Any], resources: Resources) -> None:
         self.jobs = jobs
+        self.resources = resources
         self.queue = queue
         self.specs = specs
