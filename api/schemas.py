@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-__all__ = ["JobOut", "SceneOut", "StoryCreate", "StoryCreated", "StoryOut", "StoryStatusOut"]
+__all__ = ["CancelOut", "JobOut", "SceneOut", "StoryCreate", "StoryCreated", "StoryOut", "StoryStatusOut"]
 
 MAX_PROMPT_CHARS = 4000
 
@@ -88,3 +88,9 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+
+
+class CancelOut(BaseModel):
+    job_id: str
+    status: str
+    cancel_requested: bool

@@ -7,11 +7,15 @@ after commit, so no worker can start a job whose rows are not yet visible.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from arq.constants import abort_jobs_ss
+
 from runner.registry import JobSpec
 from runner.resources import Resources
+from runner.status import TERMINAL
 from runner.store import Connection, JobRow, JobStore
 
 __all__ = ["EnqueueResult", "JobClient"]
@@ -58,6 +62,15 @@ class JobClient:
         spec = self.spec(name)
         job = await self._resources.redis.enqueue_job(name, _job_id=job_id, _queue_name=spec.queue, **kwargs)
         return job is not None
+
+    async def request_cancel(self, job_id: str) -> JobRow | None:
+        """Ask the workers to cancel `job_id` (arq's abort set); the row says `cancelled` once one has.
+
+        Returns the row as it is now (None if there is no such job); a finished job is left as it is."""
+        row = await self.store.get(job_id)
+        if row is not None and row.status not in TERMINAL:
+            await self._resources.redis.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+        return row
 
     async def get(self, job_id: str) -> JobRow | None:
         return await self.store.get(job_id)

@@ -58,6 +58,12 @@ class JobExecutor:
         self._store = store
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
         self._outage_s = resources.settings.outage_retry_s
+        self._aborting: set[str] = set()
+
+    def abort(self, job_id: str, task: asyncio.Task[None]) -> None:
+        """Cancel a running job at the user's request: it ends `cancelled`, its failure hook runs."""
+        self._aborting.add(job_id)
+        task.cancel("aborted")
 
     @property
     def store(self) -> JobStore:
@@ -99,6 +105,9 @@ class JobExecutor:
         fields = {k: _loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
         with structlog.contextvars.bound_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields):
             ctx = self._context(claimed, prepared)
+            if claimed.aborted:
+                await self._cancelled(claimed, prepared, ctx, time.monotonic())
+                return
             if prepared.attempt > spec.max_tries:
                 error = f"gave up after {spec.max_tries} tries: the job's worker stopped each time before it ended"
                 await self._fail(claimed, prepared, ctx, error)
@@ -116,6 +125,10 @@ class JobExecutor:
                 result = await spec.coroutine(ctx, **prepared.kwargs)
             serializer.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
         except asyncio.CancelledError:
+            if claimed.job_id in self._aborting:
+                _take_back_cancel()
+                await self._cancelled(claimed, prepared, ctx, started)
+                return
             if not soft.was_cause():
                 raise
             error = SoftTimeLimitExceeded(f"stopped at the soft time limit of {spec.soft_timeout_s:g}s")
@@ -128,6 +141,15 @@ class JobExecutor:
             await self._complete(claimed, prepared, result, started)
         finally:
             soft.disarm()
+
+    async def _cancelled(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, started: float) -> None:
+        self._aborting.discard(claimed.job_id)
+        log.info("job_cancelled", outcome="cancelled", duration_ms=_elapsed_ms(started))
+        await self._move(self._transition(claimed, prepared, JobStatus.CANCELLED, error="cancelled"))
+        await self._run_failure_hook(prepared.spec, ctx, "cancelled")
+        result = self._result_bytes(claimed, prepared, False, "cancelled")
+        await self._finish(claimed.job_id, result, self._keep_result_ms)
+        await ride_out(lambda: self._queue.forget_abort(claimed.job_id), what="abort", budget_s=self._outage_s)
 
     async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
         await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
@@ -265,6 +287,13 @@ class JobExecutor:
         except Exception:
             return {}
         return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _take_back_cancel() -> None:
+    """The cancellation we just handled was ours to absorb: leave no pending cancel on the task."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
 
 
 class _SoftLimit:

@@ -15,11 +15,12 @@ owner may renew, release or finish it.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
 __all__ = ["ClaimedJob", "RedisQueue", "leases_key", "release_dead_worker"]
 
@@ -41,7 +42,8 @@ while got < want and offset < scan do
       redis.call('SADD', ARGV[10], id)
       local try = redis.call('INCR', ARGV[8] .. id)
       redis.call('PEXPIRE', ARGV[8] .. id, ARGV[9])
-      out[#out + 1] = {id, redis.call('GET', ARGV[7] .. id), try, page[i + 1]}
+      local aborted = redis.call('ZSCORE', 'arq:abort', id) and 1 or 0
+      out[#out + 1] = {id, redis.call('GET', ARGV[7] .. id), try, page[i + 1], aborted}
       got = got + 1
       if got >= want then break end
     end
@@ -50,6 +52,16 @@ while got < want and offset < scan do
 end
 if got > 0 then redis.call('PEXPIRE', ARGV[10], lease_ms * 4) end
 return out
+"""
+
+# Lease one named job if it is queued and free (to cancel an aborted job without waiting for its turn).
+_CLAIM_ONE = """
+local id = ARGV[1]
+if not redis.call('ZSCORE', KEYS[1], id) then return false end
+if not redis.call('SET', ARGV[4] .. id, ARGV[2], 'NX', 'PX', ARGV[3]) then return false end
+redis.call('SADD', KEYS[2], id)
+local try = redis.call('INCR', ARGV[6] .. id)
+return {id, redis.call('GET', ARGV[5] .. id), try, redis.call('ZSCORE', KEYS[1], id), 1}
 """
 
 # Renew the leases we still own; return the ids whose lease is no longer ours.
@@ -129,6 +141,7 @@ class ClaimedJob:
     payload: bytes | None
     try_count: int
     score_ms: int
+    aborted: bool = False  # a cancel was asked for before this worker claimed it
 
 
 class RedisQueue:
@@ -142,6 +155,7 @@ class RedisQueue:
         self._leases = leases_key(worker_id)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
+        self._claim_one = redis.register_script(_CLAIM_ONE)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
 
@@ -152,7 +166,26 @@ class RedisQueue:
             args=[now_ms, limit, self.lease_ms, self.worker_id, scan_limit,
                   in_progress_key_prefix, job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS, self._leases],
         )  # fmt: skip
-        return [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3]))) for r in rows]
+        return [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), bool(r[4])) for r in rows]
+
+    async def claim_one(self, job_id: str) -> ClaimedJob | None:
+        """Lease `job_id` now if it is queued and nobody holds it (used to cancel aborted queued jobs)."""
+        r: list[Any] | None = await self._claim_one(
+            keys=[self.queue, self._leases],
+            args=[job_id, self.worker_id, self.lease_ms, in_progress_key_prefix, job_key_prefix, retry_key_prefix],
+        )
+        return None if not r else ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), True)
+
+    async def abort_requests(self) -> list[str]:
+        """Job ids someone asked to cancel (arq's abort set); entries older than a minute are dropped."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(abort_jobs_ss, "-inf", int(time.time() * 1000) - 60_000)
+            pipe.zrange(abort_jobs_ss, 0, -1)
+            _, ids = await pipe.execute()
+        return [_text(x) for x in ids]
+
+    async def forget_abort(self, job_id: str) -> None:
+        await self._redis.zrem(abort_jobs_ss, job_id)
 
     async def renew(self, job_ids: list[str]) -> list[str]:
         """Extend our leases on `job_ids`; return the ids whose lease we lost."""

@@ -83,6 +83,7 @@ class Worker:
             renew = asyncio.create_task(self._renew_leases(queue), name="lease-renewal")
             sweeper = Sweeper(executor.resources, executor.jobs, worker_id=self.worker_id)
             sweep = asyncio.create_task(sweeper.run_forever(), name="sweeper")
+            aborts = asyncio.create_task(self._watch_aborts(executor), name="abort-watch")
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
                      concurrency=self.settings.worker_concurrency, jobs=sorted(executor.specs))  # fmt: skip
             self.ready.set()
@@ -90,9 +91,9 @@ class Worker:
                 await self._claim_loop(executor)
                 await self._drain()
             finally:
-                renew.cancel()
-                sweep.cancel()
-                await asyncio.gather(renew, sweep, return_exceptions=True)
+                for task in (renew, sweep, aborts):
+                    task.cancel()
+                await asyncio.gather(renew, sweep, aborts, return_exceptions=True)
         log.info("worker_stopped", worker_id=self.worker_id, reason=self.exit_reason, jobs_done=self.jobs_done)
         return self.exit_reason
 
@@ -173,6 +174,19 @@ class Worker:
         for task in pending:  # each gives its job back to the queue as it is cancelled
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _watch_aborts(self, executor: _Executor) -> None:
+        """Cancel jobs someone asked to stop: ours that run, and queued ones nobody has claimed yet."""
+        while True:
+            await asyncio.sleep(self.settings.abort_poll_s)
+            try:
+                for job_id in await executor.queue.abort_requests():
+                    if (task := self._running.get(job_id)) is not None:
+                        executor.jobs.abort(job_id, task)
+                    elif not self._stopping.is_set() and (claimed := await executor.queue.claim_one(job_id)):
+                        self._start(executor.jobs, claimed)
+            except (RedisError, OSError) as exc:
+                log.warning("abort_watch_failed", error=repr(exc))
 
     async def _renew_leases(self, queue: RedisQueue) -> None:
         period = queue.lease_ms / 3000

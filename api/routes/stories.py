@@ -89,6 +89,10 @@ async def get_story_status(story_id: uuid.UUID, state: State) -> StoryStatusOut:
 
 @router.delete("/{story_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_story(story_id: uuid.UUID, state: State) -> Response:
+    """Delete the story, its scenes and media; a job still generating it is cancelled first."""
+    story = await _story_or_404(state, story_id)
+    if story.job_id is not None:
+        await state.jobs.request_cancel(story.job_id)
     if not await state.stories.delete(story_id):
         raise HTTPException(404, f"story {story_id} not found")
     await state.storage.delete_prefix(f"stories/{story_id}")

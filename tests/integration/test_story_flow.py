@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -142,3 +143,35 @@ async def test_delete_removes_story_scenes_and_media(api: httpx.AsyncClient, run
     assert not media_dir.exists()
     assert (await api.get(f"/stories/{created['story_id']}")).status_code == 404
     assert (await api.delete(f"/stories/{created['story_id']}")).status_code == 404
+
+
+async def test_cancelling_a_story_job_fails_the_story_with_reason_cancelled(
+    api: httpx.AsyncClient, run_worker: RunWorker, make_settings: Any
+):
+    """POST /jobs/{id}/cancel on a running story job: job `cancelled`, story `failed` saying cancelled."""
+    await run_worker(registry_with(image=SlowImages()))
+    created = await post_story(api)
+    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
+
+    async def running() -> bool:
+        return (await api.get(f"/jobs/{status['job_id']}")).json()["status"] == "processing"
+
+    await wait_for(running)
+    response = await api.post(f"/jobs/{status['job_id']}/cancel")
+    assert response.status_code == 202, response.text
+    story = await until_story(api, created["story_id"], "failed")
+    assert story["error"] == "cancelled"
+    job = (await api.get(f"/jobs/{status['job_id']}")).json()
+    assert job["status"] == "cancelled"
+    again = await api.post(f"/jobs/{status['job_id']}/cancel")
+    assert again.status_code == 409
+    assert "already ended as cancelled" in again.json()["detail"]
+    assert (await api.post("/jobs/nope/cancel")).status_code == 404
+
+
+class SlowImages:
+    name = "slow"
+
+    async def generate_image(self, *, prompt: str, seed: int) -> Media:
+        await asyncio.sleep(30)
+        raise AssertionError("should have been cancelled")

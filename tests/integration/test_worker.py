@@ -305,3 +305,40 @@ async def test_hard_limit_stops_a_job_that_ignored_the_soft_one(
     row = await client.get(job_id)
     assert row is not None and row.error == "JobTimeoutError: stopped at the hard time limit of 1.5s"
     assert f"{job_id}:past_soft_limit=True" in cleanups
+
+
+async def test_cancel_stops_a_running_job_and_runs_its_hook(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """A running job asked to cancel is stopped within the abort poll, ends cancelled, and its hook runs."""
+    client = client_for(resources, settings)
+    job_id = f"cancel-running-{settings.queue_name}"
+    await run_worker(REGISTRY)
+    await client.enqueue("probe.record", job_id=job_id, tag="cancel-me", sleep_s=30)
+    await until_status(client, job_id, JobStatus.PROCESSING)
+    asked = time.monotonic()
+    assert await client.request_cancel(job_id) is not None
+    await until_status(client, job_id, JobStatus.CANCELLED)
+    assert time.monotonic() - asked < 2
+    assert (job_id, "cancelled") in failures
+    assert not any(s["tag"] == "cancel-me" for s in seen)
+    assert await resources.redis.zscore(settings.queue_name, job_id) is None
+
+
+async def test_cancel_reaches_a_queued_job_without_waiting_for_its_turn(
+    resources: Resources, make_settings: MakeSettings, run_worker: RunWorker
+):
+    """A job queued behind a busy worker is cancelled at once and never runs."""
+    settings = make_settings(worker_concurrency=1)
+    client = client_for(resources, settings)
+    busy, queued = f"busy-{settings.queue_name}", f"queued-{settings.queue_name}"
+    await run_worker(REGISTRY, settings)
+    await client.enqueue("probe.record", job_id=busy, tag="busy", sleep_s=30)
+    await until_status(client, busy, JobStatus.PROCESSING)
+    await client.enqueue("probe.record", job_id=queued, tag="never", sleep_s=0)
+    await client.request_cancel(queued)
+    await until_status(client, queued, JobStatus.CANCELLED, timeout=3)
+    assert not any(s["tag"] == "never" for s in seen)
+    assert await status_of(client, busy) == JobStatus.PROCESSING
+    await client.request_cancel(busy)
+    await until_status(client, busy, JobStatus.CANCELLED, timeout=3)
