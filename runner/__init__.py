@@ -1,11 +1,14 @@
 """The StoryMimi job runner: asyncio jobs on arq's Redis layout, status rows in Postgres.
 
 It knows nothing of stories: `jobs` registers coroutines with it, `api` enqueues them through it.
+`Worker` and `JobClient` are imported on first use, so `python -m runner run` can set up Prometheus's
+multiprocess folder before anything imports prometheus-client.
 """
 
 from __future__ import annotations
 
-from runner.client import EnqueueResult, JobClient
+from typing import TYPE_CHECKING, Any
+
 from runner.context import JobContext
 from runner.errors import PermanentError, SoftTimeLimitExceeded, TransientError
 from runner.registry import JobSpec, Registry, job
@@ -13,7 +16,10 @@ from runner.resources import Resources, open_resources
 from runner.retry import RetryPolicy
 from runner.settings import Settings
 from runner.status import JobStatus
-from runner.worker import Worker
+
+if TYPE_CHECKING:
+    from runner.client import EnqueueResult, JobClient
+    from runner.worker import Worker
 
 __all__ = [
     "EnqueueResult",
@@ -32,3 +38,13 @@ __all__ = [
     "job",
     "open_resources",
 ]
+
+_LAZY = {"EnqueueResult": "runner.client", "JobClient": "runner.client", "Worker": "runner.worker"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'runner' has no attribute {name!r}")

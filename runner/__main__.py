@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    # Every process of this fleet writes its metrics here; it must be set before prometheus-client loads.
+    from runner.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.data_dir))
     from runner.launcher import LaunchPlan, launch
 
     return launch(settings, LaunchPlan(app=None if args.no_api else args.app,

@@ -19,6 +19,7 @@ from arq.utils import ms_to_datetime
 from runner import serializer
 from runner.context import JobContext
 from runner.errors import JobTimeoutError, PermanentError, SoftTimeLimitExceeded, UnknownJobError
+from runner.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.outage import ride_out
 from runner.queue import ClaimedJob, RedisQueue
 from runner.registry import JobSpec
@@ -85,7 +86,10 @@ class JobExecutor:
 
     async def execute(self, claimed: ClaimedJob) -> None:
         """Run one claimed job to one of its ends; never raises but CancelledError (worker stopping)."""
-        with structlog.contextvars.bound_contextvars(job_id=claimed.job_id, attempt=claimed.try_count):
+        with (
+            structlog.contextvars.bound_contextvars(job_id=claimed.job_id, attempt=claimed.try_count),
+            JOBS_IN_FLIGHT.track_inprogress(),
+        ):
             try:
                 await self._execute(claimed)
             except asyncio.CancelledError:
@@ -145,6 +149,7 @@ class JobExecutor:
     async def _cancelled(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, started: float) -> None:
         self._aborting.discard(claimed.job_id)
         log.info("job_cancelled", outcome="cancelled", duration_ms=_elapsed_ms(started))
+        _count(prepared.spec.name, "cancelled", started)
         await self._move(self._transition(claimed, prepared, JobStatus.CANCELLED, error="cancelled"))
         await self._run_failure_hook(prepared.spec, ctx, "cancelled")
         result = self._result_bytes(claimed, prepared, False, "cancelled")
@@ -155,6 +160,7 @@ class JobExecutor:
         await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
         await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, True, result), self._keep_result_ms)
         log.info("job_completed", outcome="completed", duration_ms=_elapsed_ms(started))
+        _count(prepared.spec.name, "completed", started)
 
     async def _after_error(
         self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, exc: BaseException, started: float
@@ -164,9 +170,11 @@ class JobExecutor:
         delay = prepared.spec.retry.decide(exc, prepared.attempt)
         if delay is None:
             log.warning("job_failed", outcome="failed", error=error, duration_ms=_elapsed_ms(started))
+            _count(prepared.spec.name, "failed", started)
             await self._fail(claimed, prepared, ctx, error)
             return
         log.warning("job_retrying", outcome="retrying", error=error, retry_in_s=round(delay, 3))
+        _count(prepared.spec.name, "retrying", started)
         await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
         await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
 
@@ -180,6 +188,7 @@ class JobExecutor:
         name, spec = self._peek_name(claimed)
         error = _describe(exc)
         log.warning("job_refused", job_name=name, outcome="failed", error=error)
+        JOBS.labels(name if spec else "<unknown>", "refused").inc()
         max_tries = spec.max_tries if spec else 1
         await self._move(
             Transition(claimed.job_id, JobStatus.FAILED, name=name, queue=self._queue.queue,
@@ -198,6 +207,7 @@ class JobExecutor:
         try:
             released = await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True)
             log.warning("job_released", reason=reason, released=released)
+            JOBS.labels(self._peek_name(claimed)[0], "released").inc()
             await self._move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason,
                                               attempt=claimed.try_count, queue=self._queue.queue))  # fmt: skip
         except Exception as exc:  # the lease will expire and another worker will run the job
@@ -287,6 +297,11 @@ class JobExecutor:
         except Exception:
             return {}
         return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _count(job_name: str, outcome: str, started: float) -> None:
+    JOBS.labels(job_name, outcome).inc()
+    JOB_DURATION.labels(job_name, outcome).observe(time.monotonic() - started)
 
 
 def _take_back_cancel() -> None:

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import structlog
 from arq.connections import ArqRedis
+from prometheus_client import start_http_server
 
 from runner.embedded import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
+from runner.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
 from runner.queue import release_dead_worker
 from runner.resources import connect_redis
 from runner.settings import Settings
-from runner.supervisor import ChildSpec, Supervisor, python_argv
+from runner.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
 
 __all__ = ["LaunchPlan", "embedded_servers", "launch"]
 
@@ -63,7 +65,10 @@ def launch(settings: Settings, plan: LaunchPlan) -> int:
     import uvloop
 
     with embedded_servers(settings) as server_env:
-        env = {**os.environ, **server_env}
+        env = {**os.environ, **server_env, MULTIPROC_ENV: str(os.environ[MULTIPROC_ENV])}
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port, addr=settings.host, registry=fleet_registry())
+            log.info("metrics_url", url=f"http://{settings.host}:{settings.metrics_port}/metrics")
         if plan.app:
             base = f"http://{settings.host}:{settings.port}"
             log.info("api_url", url=base, docs=f"{base}/docs")
@@ -113,7 +118,10 @@ class _LeaseReleaser:
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def release(self, instance: str, exit_code: int) -> None:
+    async def release(self, instance: str, pid: int, exit_code: int) -> None:
+        mark_process_dead(pid)
+        if exit_code not in (0, RECYCLE_EXIT_CODE):  # a worker killed before it could count its own exit
+            WORKER_EXITS.labels("crashed").inc()
         if self._redis is None:
             self._redis = await connect_redis(self._settings)
         released = await release_dead_worker(self._redis, instance)

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     media_base_url: str | None = Field(None, description="public URL of MEDIA_DIR; default: the API's /media")
 
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="supervisor's own /metrics, for `make worker`")
+
     # Logging.
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -33,7 +33,7 @@ CONTROL_FD_ENV = "RUNNER_CONTROL_FD"  # the fd a child writes b"retiring\n" to b
 _MAX_BACKOFF_S = 30.0
 _STABLE_AFTER_S = 30.0  # a child that lived this long has its crash backoff reset
 
-ChildExit = Callable[[str, int], Awaitable[None]]  # (instance id, exit code)
+ChildExit = Callable[[str, int, int], Awaitable[None]]  # (instance id, pid, exit code)
 
 
 @dataclass
@@ -129,7 +129,7 @@ class Supervisor:
         code = await process.wait()
         self._processes.discard(process)
         if self._on_exit is not None:
-            await self._report_exit(instance, code)
+            await self._report_exit(instance, process.pid, code)
         if self._stopping.is_set() or slot.current is not process:
             log.info("child_exited", child=slot.spec.name, pid=process.pid, exit_code=code)
             return
@@ -153,10 +153,10 @@ class Supervisor:
             self.restarted += 1
             await self._spawn(slot)
 
-    async def _report_exit(self, instance: str, code: int) -> None:
+    async def _report_exit(self, instance: str, pid: int, code: int) -> None:
         assert self._on_exit is not None
         try:
-            await asyncio.wait_for(self._on_exit(instance, code), 10)
+            await asyncio.wait_for(self._on_exit(instance, pid, code), 10)
         except Exception as exc:  # the leases will expire on their own; say why they were not freed now
             log.warning("child_exit_hook_failed", instance=instance, error=repr(exc))
 

@@ -23,6 +23,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from runner.execution import JobExecutor
+from runner.metrics import WORKER_EXITS, WORKERS_ALIVE
 from runner.migrations import apply_migrations
 from runner.queue import ClaimedJob, RedisQueue
 from runner.registry import Registry
@@ -87,10 +88,13 @@ class Worker:
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
                      concurrency=self.settings.worker_concurrency, jobs=sorted(executor.specs))  # fmt: skip
             self.ready.set()
+            WORKERS_ALIVE.inc()
             try:
                 await self._claim_loop(executor)
                 await self._drain()
             finally:
+                WORKERS_ALIVE.dec()
+                WORKER_EXITS.labels(self.exit_reason.value).inc()
                 for task in (renew, sweep, aborts):
                     task.cancel()
                 await asyncio.gather(renew, sweep, aborts, return_exceptions=True)

@@ -1,14 +1,17 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import State
+from runner.metrics import render
 
 __all__ = ["router"]
 
@@ -37,3 +40,14 @@ async def ready(state: State) -> JSONResponse:
             checks[name] = f"down: {type(exc).__name__}: {exc}"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: State) -> Response:
+    """Prometheus metrics: every process of this fleet (multiprocess mode), plus live queue depth."""
+    queue = state.resources.settings.queue_name
+    async with state.resources.redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(queue)
+        pipe.zcount(queue, "-inf", int(time.time() * 1000))
+        total, due = await pipe.execute()
+    return Response(render(queue, total, due), media_type=CONTENT_TYPE_LATEST)

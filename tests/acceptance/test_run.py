@@ -67,6 +67,9 @@ async def test_make_run_serves_a_story_to_completed_and_stops_cleanly(
         assert story["status"] == "completed", story
         image = await client.get(story["cover_image_url"])
         assert (image.status_code, image.content[:4]) == (200, b"\x89PNG")
+        metrics = (await client.get("/metrics")).text  # aggregated over the worker processes
+        assert "runner_workers_alive 2.0" in metrics
+        assert 'runner_jobs_total{job_name="story_task.generate",outcome="completed"} 1.0' in metrics
     print(f"\ncold start to ready {posted - started:.2f}s; story POST to completed {took:.2f}s")
     tree = psutil.Process(process.pid).children(recursive=True)
     assert len([p for p in tree if "runner" in " ".join(p.cmdline())]) == 3  # api + 2 workers

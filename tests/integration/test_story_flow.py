@@ -175,3 +175,19 @@ class SlowImages:
     async def generate_image(self, *, prompt: str, seed: int) -> Media:
         await asyncio.sleep(30)
         raise AssertionError("should have been cancelled")
+
+
+async def test_metrics_count_outcomes_durations_and_queue_depth(
+    api: httpx.AsyncClient, run_worker: RunWorker, settings: Settings
+):
+    """/metrics shows job outcomes and durations per job name, jobs in flight and the queue depth."""
+    await run_worker(registry)
+    created = await post_story(api)
+    await until_story(api, created["story_id"], "completed")
+    text = (await api.get("/metrics")).text
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(samples['runner_jobs_total{job_name="story_task.generate",outcome="completed"}']) >= 1
+    assert float(samples['runner_job_duration_seconds_count{job_name="story_task.generate",outcome="completed"}']) >= 1
+    assert "runner_jobs_in_flight" in samples
+    assert float(samples["runner_workers_alive"]) >= 1
+    assert samples[f'runner_queue_depth{{kind="all",queue="{settings.queue_name}"}}'] == "0.0"
