@@ -134,3 +134,13 @@ async def assert_each_story_completed_once(resources: Resources, settings: Setti
 
 def now() -> float:
     return time.time()
+
+
+def lost_and_duplicated(fleets: list[Fleet], story_ids: list[str]) -> tuple[int, int]:
+    """Across every fleet's log: story jobs never completed, and completions beyond one per job."""
+    done: dict[str, int] = {}
+    for fleet in fleets:
+        for event in fleet.events("job_completed"):
+            done[event["job_id"]] = done.get(event["job_id"], 0) + 1
+    wanted = [f"story_task.generate:{s}" for s in story_ids]
+    return sum(1 for j in wanted if j not in done), sum(done.get(j, 0) - 1 for j in wanted if j in done)

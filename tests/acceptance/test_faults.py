@@ -19,7 +19,7 @@ from runner.client import JobClient
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.acceptance import crashy_jobs
-from tests.acceptance.fleet import Fleet, assert_each_story_completed_once, now, until_stories
+from tests.acceptance.fleet import Fleet, assert_each_story_completed_once, lost_and_duplicated, now, until_stories
 from tests.conftest import Servers, wait_for
 
 pytestmark = pytest.mark.slow
@@ -36,9 +36,16 @@ async def fleet(settings: Settings, tmp_path: Path) -> AsyncIterator[MakeFleet]:
         made.append(Fleet(settings, tmp_path, **env))
         return made[-1]
 
+    make.made = made  # type: ignore[attr-defined]
     yield make
     for f in made:
         f.close()
+
+
+def no_loss_no_duplicates(fleet: MakeFleet, story_ids: list[str]) -> str:
+    lost, duplicated = lost_and_duplicated(fleet.made, story_ids)  # type: ignore[attr-defined]
+    assert (lost, duplicated) == (0, 0)
+    return f"lost {lost}, duplicated {duplicated}"
 
 
 async def post_stories(api: httpx.AsyncClient, count: int) -> list[str]:
@@ -84,7 +91,8 @@ async def test_sigkilled_worker_jobs_run_again_within_a_second(
     restarts = await rerun_starts(resources, settings)
     assert restarts, "the killed worker held no job: the test proved nothing"
     recovery = max(r.timestamp() for r in restarts) - killed_at
-    print(f"\nmeasured sigkill: {len(restarts)} jobs re-run, last one restarted {recovery:.2f}s after SIGKILL")
+    outcome = no_loss_no_duplicates(fleet, story_ids)
+    print(f"\nmeasured sigkill: {len(restarts)} jobs re-run, last restarted {recovery:.2f}s after SIGKILL; {outcome}")
     assert recovery < 3
     assert running.events("dead_worker_leases_released")
 
@@ -103,7 +111,10 @@ async def test_lost_host_jobs_run_again_after_the_lease_ttl(
     await assert_each_story_completed_once(resources, settings, story_ids)
     restarts = await rerun_starts(resources, settings)
     recovery = max(r.timestamp() for r in restarts) - killed_at
-    print(f"\nmeasured host loss: {len(restarts)} jobs re-run, last {recovery:.2f}s after the kill (lease 2 s)")
+    outcome = no_loss_no_duplicates(fleet, story_ids)
+    print(
+        f"\nmeasured host loss: {len(restarts)} jobs re-run, last {recovery:.2f}s after the kill (lease 2 s); {outcome}"
+    )
     assert restarts
     assert 1.5 < recovery < 5
 
@@ -125,6 +136,7 @@ async def test_sigterm_drains_running_jobs_and_loses_nothing(
         "SELECT max(attempts) FROM runner_jobs WHERE queue = $1", settings.queue_name
     )
     assert attempts == 1
+    print(f"\nmeasured drain: {no_loss_no_duplicates(fleet, story_ids)}")
 
 
 async def test_sigterm_past_grace_gives_jobs_back_without_using_tries(
@@ -145,7 +157,8 @@ async def test_sigterm_past_grace_gives_jobs_back_without_using_tries(
     attempts = await resources.db.fetchval(
         "SELECT max(attempts) FROM runner_jobs WHERE queue = $1", settings.queue_name
     )
-    print(f"\nmeasured drain: {released} running jobs given back at the end of a 0.1 s grace period")
+    outcome = no_loss_no_duplicates(fleet, story_ids)
+    print(f"\nmeasured drain past grace: {released} running jobs given back after a 0.1 s grace; {outcome}")
     assert (released, attempts) == (10, 1)
 
 
@@ -167,7 +180,9 @@ async def test_redis_restart_mid_run_loses_no_job(
     await assert_each_story_completed_once(resources, settings, story_ids)
     assert sorted(running.worker_pids()) == pids, "a worker died and was restarted"
     assert not running.events("child_died")
-    print(f"\nmeasured redis restart: {len(running.events('outage_retry'))} runner writes retried, 0 jobs lost")
+    assert (await api.get("/ready")).status_code == 200, "the API did not reconnect to Redis"
+    outcome = no_loss_no_duplicates(fleet, story_ids)
+    print(f"\nmeasured redis restart: {len(running.events('outage_retry'))} runner writes retried; {outcome}")
 
 
 async def test_postgres_restart_mid_run_loses_no_job(
@@ -183,7 +198,9 @@ async def test_postgres_restart_mid_run_loses_no_job(
     await until_stories(resources, story_ids, "completed")
     await assert_each_story_completed_once(resources, settings, story_ids)
     assert not running.events("child_died")
-    print(f"\nmeasured postgres restart: {len(running.events('outage_retry'))} runner writes retried, 0 jobs lost")
+    assert (await api.get("/ready")).status_code == 200, "the API did not reconnect to Postgres"
+    outcome = no_loss_no_duplicates(fleet, story_ids)
+    print(f"\nmeasured postgres restart: {len(running.events('outage_retry'))} runner writes retried; {outcome}")
 
 
 async def test_recycled_workers_are_replaced_before_they_leave(
@@ -200,6 +217,7 @@ async def test_recycled_workers_are_replaced_before_they_leave(
     for i in retiring:  # after each retirement notice, a replacement starts before the old worker exits
         after = [e["event"] for e in events[i + 1 :] if e.get("event") in ("child_started", "child_exited")]
         assert after[:1] == ["child_started"], after
+    print(f"\nmeasured recycling: {len(retiring)} workers retired; {no_loss_no_duplicates(fleet, story_ids)}")
 
 
 async def test_a_job_that_keeps_killing_its_worker_fails_after_max_tries(
