@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run api worker test test-fast lint fmt typecheck bench clean-data venv
+.PHONY: run api worker test lint fmt bench-rss clean-data venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
@@ -32,13 +32,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check runner jobs api tests
-	$(BIN)/ruff format --check runner jobs api tests
+	$(BIN)/ruff check runner jobs api tests bench
+	$(BIN)/ruff format --check runner jobs api tests bench
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format runner jobs api tests
-	$(BIN)/ruff check --fix runner jobs api tests
+	$(BIN)/ruff format runner jobs api tests bench
+	$(BIN)/ruff check --fix runner jobs api tests bench
 
 clean-data:
 	rm -rf .data
+
+## make bench-rss: worker memory over 2,000 story jobs with and without recycling
+bench-rss: $(STAMP)
+	$(BIN)/python -m bench.rss --jobs $${JOBS:-2000}
