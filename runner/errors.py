@@ -27,6 +27,7 @@ __all__ = [
     "PayloadError",
     "PermanentError",
     "ResourceNotOpenError",
+    "RetryLaterError",
     "RunnerError",
     "SoftTimeLimitExceeded",
     "StartupError",
@@ -68,6 +69,10 @@ class TransientError(JobError):
 
 class LeaseLostError(TransientError):
     """The job's lease expired and another worker may run it."""
+
+
+class RetryLaterError(TransientError):
+    """Not a failure: a shared limit was busy. The job runs again later without using up a try."""
 
 
 class PermanentError(JobError):

@@ -18,7 +18,7 @@ from arq.utils import ms_to_datetime
 
 from runner import serializer
 from runner.context import JobContext
-from runner.errors import JobTimeoutError, PermanentError, SoftTimeLimitExceeded, UnknownJobError
+from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
 from runner.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.outage import ride_out
 from runner.queue import ClaimedJob, RedisQueue
@@ -166,6 +166,13 @@ class JobExecutor:
         self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, exc: BaseException, started: float
     ) -> None:
         error = _describe(exc)
+        if isinstance(exc, RetryLaterError):  # a busy shared limit, not the job's fault: no try used
+            log.info("job_deferred", outcome="deferred", reason=error, retry_in_s=exc.retry_after_s)
+            _count(prepared.spec.name, "deferred", started)
+            await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
+            due_ms = _now_ms() + int((exc.retry_after_s or 1.0) * 1000)
+            await self._requeue(claimed.job_id, due_ms=due_ms, give_back_try=True)
+            return
         assert prepared.spec.retry is not None
         delay = prepared.spec.retry.decide(exc, prepared.attempt)
         if delay is None:

@@ -14,7 +14,7 @@ import structlog
 
 from runner.client import JobClient
 from runner.context import JobContext
-from runner.errors import PermanentError, TransientError
+from runner.errors import PermanentError, RetryLaterError, TransientError
 from runner.queue import RedisQueue
 from runner.registry import Registry, job
 from runner.resources import Resources
@@ -342,3 +342,27 @@ async def test_cancel_reaches_a_queued_job_without_waiting_for_its_turn(
     assert await status_of(client, busy) == JobStatus.PROCESSING
     await client.request_cancel(busy)
     await until_status(client, busy, JobStatus.CANCELLED, timeout=3)
+
+
+deferrals: dict[str, int] = {}
+
+
+@job("probe.deferred", retry=RetryPolicy(max_tries=1))
+async def deferred(ctx: JobContext, *, key: str, times: int) -> int:
+    deferrals[key] = deferrals.get(key, 0) + 1
+    if deferrals[key] <= times:
+        raise RetryLaterError("provider busy", retry_after_s=0.05)
+    return ctx.attempt
+
+
+async def test_retry_later_does_not_use_up_tries(resources: Resources, settings: Settings, run_worker: RunWorker):
+    """A job deferred by a busy shared limit runs again later without spending a try, even with max_tries=1."""
+    registry = Registry(specs=(deferred,))
+    client = JobClient(resources, registry.resolved(settings))
+    job_id = f"deferred-{settings.queue_name}"
+    await run_worker(registry)
+    await client.enqueue("probe.deferred", job_id=job_id, key=job_id, times=3)
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    row = await client.get(job_id)
+    assert row is not None and (row.attempts, row.result) == (1, 1)
+    assert deferrals[job_id] == 4

@@ -1,0 +1,60 @@
+"""Shared limits hold across clients, free a dead holder's slot, and give up with RetryLaterError."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from runner.errors import RetryLaterError
+from runner.limits import Limit, Limiter
+from runner.resources import Resources, connect_redis
+from runner.settings import Settings
+
+
+async def test_concurrency_limit_holds_across_separate_connections(resources: Resources, settings: Settings):
+    """Two Redis pools (as two processes would have) never hold more than `concurrency` slots at once."""
+    other = await connect_redis(settings)
+    limit = Limit(f"test-conc-{settings.queue_name}", concurrency=3, max_wait_s=10)
+    holding, peak = 0, 0
+
+    async def call(limiter: Limiter) -> None:
+        nonlocal holding, peak
+        async with limiter.slot(limit):
+            holding += 1
+            peak = max(peak, holding)
+            await asyncio.sleep(0.05)
+            holding -= 1
+
+    try:
+        limiters = [Limiter(resources.redis), Limiter(other)]
+        await asyncio.gather(*(call(limiters[i % 2]) for i in range(12)))
+    finally:
+        await other.aclose()
+    assert peak == 3
+
+
+async def test_per_minute_limit_defers_with_a_retry_hint(resources: Resources, settings: Settings):
+    """Past the per-minute budget the caller is told to retry later, with the wait until a call frees."""
+    limiter = Limiter(resources.redis)
+    limit = Limit(f"test-rpm-{settings.queue_name}", concurrency=10, per_minute=2, max_wait_s=0.2)
+    for _ in range(2):
+        async with limiter.slot(limit):
+            pass
+    with pytest.raises(RetryLaterError, match="2 a minute") as caught:
+        async with limiter.slot(limit):
+            pass
+    assert caught.value.retry_after_s is not None and 50 < caught.value.retry_after_s <= 60
+
+
+async def test_slot_of_a_dead_holder_frees_when_its_hold_expires(resources: Resources, settings: Settings):
+    """A slot taken by a process that died is free again after `hold_s`."""
+    limiter = Limiter(resources.redis)
+    limit = Limit(f"test-dead-{settings.queue_name}", concurrency=1, hold_s=0.3, max_wait_s=2)
+    key = f"runner:limit:{limit.name}"
+    await resources.redis.zadd(key, {"dead-holder": int(time.time() * 1000) + 300})
+    started = time.monotonic()
+    async with limiter.slot(limit):
+        waited = time.monotonic() - started
+    assert 0.2 < waited < 1.5
