@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run api worker test lint fmt bench-rss clean-data venv
+.PHONY: run api worker test lint fmt bench-rss bench-stories clean-data venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
@@ -46,3 +46,7 @@ clean-data:
 ## make bench-rss: worker memory over 2,000 story jobs with and without recycling
 bench-rss: $(STAMP)
 	$(BIN)/python -m bench.rss --jobs $${JOBS:-2000}
+
+## make bench-stories: 50 stories of 5 scenes submitted at once to a real fleet (offline provider, 50 ms a call)
+bench-stories: $(STAMP)
+	$(BIN)/python -m bench.stories --stories $${STORIES:-50} --workers $${WORKERS:-2}
