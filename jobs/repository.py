@@ -19,7 +19,7 @@ import orjson
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
 from runner.store import Connection
 
-__all__ = ["SceneRecord", "StoryRecord", "StoryRepository", "StoryStatus", "scene_id_for"]
+__all__ = ["SceneOutcome", "SceneRecord", "StoryRecord", "StoryRepository", "StoryStatus", "scene_id_for"]
 
 
 class StoryStatus(StrEnum):
@@ -34,6 +34,16 @@ _SOURCES: dict[StoryStatus, list[str]] = {
     StoryStatus.COMPLETED: ["processing"],
     StoryStatus.FAILED: ["pending", "processing"],
 }
+
+
+class SceneOutcome(StrEnum):
+    """What storing one scene's media did to its story."""
+
+    SAVED = "saved"  # stored; other scenes are still missing media
+    COMPLETED_STORY = "completed_story"  # this was the last scene: the story is now completed
+    STORY_NOT_PROCESSING = "story_not_processing"  # the story failed, completed or vanished meanwhile
+
+
 _SCENE_NAMESPACE = uuid.UUID("6f1d3c3e-4b0a-4d6e-9a53-53746f72794d")
 
 
@@ -134,28 +144,52 @@ class StoryRepository:
             story_id, orjson.dumps(profile.model_dump()).decode(),
         )  # fmt: skip
 
-    async def save_scene_media(
-        self, story_id: uuid.UUID, sequence: int, *, image_prompt: str, image_key: str, audio_key: str
-    ) -> None:
-        await self._pool.execute(
-            "UPDATE scenes SET image_prompt = $3, image_key = $4, audio_key = $5, updated_at = now() "
-            "WHERE story_id = $1 AND sequence = $2",
-            story_id, sequence, image_prompt, image_key, audio_key,
-        )  # fmt: skip
+    async def saved_draft(self, story_id: uuid.UUID) -> tuple[StoryDraft, VisualProfile] | None:
+        """The story and visual profile an earlier run saved, so a re-run does not ask the LLM again."""
+        story = await self.get(story_id)
+        scenes = await self.scenes(story_id)
+        if story is None or story.visual_profile is None or not scenes:
+            return None
+        draft = StoryDraft(
+            title=story.title,
+            scenes=[SceneDraft(title=s.title, text=s.text, image_prompt=s.image_prompt) for s in scenes],
+        )
+        return draft, VisualProfile.model_validate(story.visual_profile)
 
-    async def complete(self, story_id: uuid.UUID, *, cover_image_key: str | None) -> bool:
-        """Set the cover and move to `completed` in one statement; False if the story was not processing."""
-        result = await self._pool.execute(
-            "UPDATE stories SET status = 'completed', error = NULL, cover_image_key = $2, updated_at = now() "
-            "WHERE story_id = $1 AND status = 'processing'",
-            story_id, cover_image_key,
-        )  # fmt: skip
-        return bool(result == "UPDATE 1")
+    async def scene(self, story_id: uuid.UUID, sequence: int) -> SceneRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM scenes WHERE story_id = $1 AND sequence = $2", story_id, sequence
+        )
+        return SceneRecord(**dict(row)) if row is not None else None
+
+    async def finish_scene(
+        self, story_id: uuid.UUID, sequence: int, *, image_prompt: str, image_key: str, audio_key: str
+    ) -> SceneOutcome:
+        """Store a scene's media and, if it was the last one missing, complete the story: one transaction
+        holding the story's row lock, so of two scenes finishing at once exactly one completes the story."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.fetchval("SELECT status FROM stories WHERE story_id = $1 FOR UPDATE", story_id)
+            if status != StoryStatus.PROCESSING:
+                return SceneOutcome.STORY_NOT_PROCESSING
+            await conn.execute(
+                "UPDATE scenes SET image_prompt = $3, image_key = $4, audio_key = $5, updated_at = now() "
+                "WHERE story_id = $1 AND sequence = $2",
+                story_id, sequence, image_prompt, image_key, audio_key,
+            )  # fmt: skip
+            completed = await conn.execute(_COMPLETE_IF_ALL_SCENES_DONE, story_id)
+        return SceneOutcome.COMPLETED_STORY if completed == "UPDATE 1" else SceneOutcome.SAVED
 
     async def delete(self, story_id: uuid.UUID) -> bool:
         result = await self._pool.execute("DELETE FROM stories WHERE story_id = $1", story_id)
         return bool(result == "DELETE 1")
 
+
+_COMPLETE_IF_ALL_SCENES_DONE = """
+UPDATE stories SET status = 'completed', error = NULL, updated_at = now(),
+    cover_image_key = (SELECT image_key FROM scenes WHERE story_id = $1 ORDER BY sequence LIMIT 1)
+WHERE story_id = $1 AND status = 'processing'
+  AND NOT EXISTS (SELECT 1 FROM scenes WHERE story_id = $1 AND (image_key IS NULL OR audio_key IS NULL))
+"""
 
 _UPSERT_SCENE = """
 INSERT INTO scenes (scene_id, story_id, sequence, title, text, image_prompt)

@@ -1,9 +1,10 @@
-"""The story job, `story_task.generate`: the old Celery pipeline as one coroutine on the worker's loop.
+"""The story job, `story_task.generate`: the old Celery pipeline's first half, as a coroutine.
 
 load the story -> mark it processing -> the LLM writes title and scenes -> save them -> visual profile
-and base style -> per scene: image prompt, then image and narration together, stored, scene row updated
--> the first image becomes the cover -> completed. Any error that survives the retry policy marks the
-story failed with the error text (through `on_failure`, which also covers hard timeouts and bad payloads).
+and base style -> one `media_task.generate` job per scene (see jobs.media), which run concurrently;
+the last of them completes the story. A re-run reuses the saved draft instead of asking the LLM again.
+Any error that survives the retry policy marks the story failed with the error text (`on_failure`,
+which also covers hard timeouts, cancellation and bad payloads).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from jobs.providers.base import SceneDraft, VisualProfile
+from jobs.media import MEDIA_JOB, media_job_id
 from jobs.repository import StoryStatus
 from jobs.services import StoryServices
 from runner.context import JobContext
@@ -48,34 +49,17 @@ async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, A
         ctx.log.info("story_already_final", status=story.status)
         return {"story_id": str(story_id), "status": story.status.value, "skipped": True}
     await stories.move(story_id, StoryStatus.PROCESSING)
-    draft = await text.write_story(title=story.title, prompt=story.prompt, scene_count=ctx.settings.story_scenes)
-    await stories.save_draft(story_id, draft)
-    profile = await text.visual_profile(story=draft)
-    await stories.save_visual_profile(story_id, profile)
-    image_keys = [
-        await _make_scene_media(services, story_id, sequence, scene, profile)
-        for sequence, scene in enumerate(draft.scenes, 1)
-    ]
-    if not await stories.complete(story_id, cover_image_key=image_keys[0]):
-        ctx.log.warning("story_not_completed", reason="story left `processing` while its job ran")
-    ctx.log.info("story_completed", scenes=len(draft.scenes))
-    return {"story_id": str(story_id), "status": "completed", "scenes": len(draft.scenes)}
-
-
-async def _make_scene_media(
-    services: StoryServices, story_id: uuid.UUID, sequence: int, scene: SceneDraft, profile: VisualProfile
-) -> str:
-    """Generate, store and record one scene's image and narration; return the image's storage key."""
-    providers = services.providers
-    image_prompt = await providers.text.scene_image_prompt(scene=scene, profile=profile)
-    image, audio = await asyncio.gather(
-        providers.image.generate_image(prompt=image_prompt, seed=sequence),
-        providers.speech.synthesize(text=scene.text),
-    )
-    base = f"stories/{story_id}/scene-{sequence:02d}"  # deterministic: a re-run overwrites, never adds
-    image_key = await services.storage.put(f"{base}.{image.extension}", image.data, image.content_type)
-    audio_key = await services.storage.put(f"{base}.{audio.extension}", audio.data, audio.content_type)
-    await services.stories.save_scene_media(
-        story_id, sequence, image_prompt=image_prompt, image_key=image_key, audio_key=audio_key
-    )
-    return image_key
+    saved = await stories.saved_draft(story_id)
+    if saved is None:
+        draft = await text.write_story(title=story.title, prompt=story.prompt, scene_count=ctx.settings.story_scenes)
+        await stories.save_draft(story_id, draft)
+        await stories.save_visual_profile(story_id, await text.visual_profile(story=draft))
+        scene_count = len(draft.scenes)
+    else:
+        scene_count = len(saved[0].scenes)
+    await asyncio.gather(*(
+        ctx.jobs.enqueue(MEDIA_JOB, job_id=media_job_id(story_id, n), story_id=str(story_id), sequence=n)
+        for n in range(1, scene_count + 1)
+    ))  # fmt: skip
+    ctx.log.info("scene_media_enqueued", scenes=scene_count, reused_draft=saved is not None)
+    return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}

@@ -13,6 +13,7 @@ import httpx
 import structlog
 from arq.connections import ArqRedis
 
+from runner.client import JobClient
 from runner.resources import Resources
 from runner.settings import Settings
 
@@ -34,6 +35,7 @@ class JobContext:
     worker_id: str
     kwargs: Mapping[str, Any]
     log: structlog.stdlib.BoundLogger
+    jobs: JobClient  # to enqueue follow-up jobs (recorded and deduplicated like the API's)
     soft_deadline: float = float("inf")  # time.monotonic() of the soft time limit
 
     def past_soft_limit(self) -> bool:

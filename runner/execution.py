@@ -17,6 +17,7 @@ from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime
 
 from runner import serializer
+from runner.client import JobClient
 from runner.context import JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
 from runner.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
@@ -60,6 +61,7 @@ class JobExecutor:
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
         self._outage_s = resources.settings.outage_retry_s
         self._aborting: set[str] = set()
+        self._client = JobClient(resources, specs)
 
     def abort(self, job_id: str, task: asyncio.Task[None]) -> None:
         """Cancel a running job at the user's request: it ends `cancelled`, its failure hook runs."""
@@ -266,6 +268,7 @@ class JobExecutor:
             worker_id=self._queue.worker_id,
             kwargs=prepared.kwargs,
             log=structlog.get_logger("job"),
+            jobs=self._client,
             soft_deadline=time.monotonic() + (prepared.spec.soft_timeout_s or float("inf")),
         )
 

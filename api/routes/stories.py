@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from redis.exceptions import RedisError
 
 from api.deps import AppState, State
 from api.schemas import SceneOut, StoryCreate, StoryCreated, StoryOut, StoryStatusOut
-from jobs import STORY_JOB
+from jobs import STORY_JOB, media_job_id
 from jobs.repository import SceneRecord, StoryRecord
 
 __all__ = ["router"]
@@ -91,8 +92,9 @@ async def get_story_status(story_id: uuid.UUID, state: State) -> StoryStatusOut:
 async def delete_story(story_id: uuid.UUID, state: State) -> Response:
     """Delete the story, its scenes and media; a job still generating it is cancelled first."""
     story = await _story_or_404(state, story_id)
-    if story.job_id is not None:
-        await state.jobs.request_cancel(story.job_id)
+    scenes = await state.stories.scenes(story_id)
+    jobs = [story.job_id, *(media_job_id(story_id, s.sequence) for s in scenes)]
+    await asyncio.gather(*(state.jobs.request_cancel(job_id) for job_id in jobs if job_id is not None))
     if not await state.stories.delete(story_id):
         raise HTTPException(404, f"story {story_id} not found")
     await state.storage.delete_prefix(f"stories/{story_id}")

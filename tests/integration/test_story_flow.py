@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,7 +66,11 @@ async def test_story_goes_from_post_to_completed_with_media(api: httpx.AsyncClie
     assert (status["scenes_done"], status["scenes_total"]) == (5, 5)
     job = (await api.get(f"/jobs/{status['job_id']}")).json()
     assert (job["status"], job["attempts"], job["name"]) == ("completed", 1, "story_task.generate")
-    assert job["result"] == {"story_id": created["story_id"], "status": "completed", "scenes": 5}
+    assert job["result"] == {"story_id": created["story_id"], "scenes": 5, "media_jobs": 5}
+    media = [(await api.get(f"/jobs/media_task.generate:{created['story_id']}:{n}")).json() for n in range(1, 6)]
+    assert [m["status"] for m in media] == ["completed"] * 5
+    outcomes = sorted(m["result"]["outcome"] for m in media)
+    assert outcomes == ["completed_story", "saved", "saved", "saved", "saved"]
 
 
 def registry_with(**providers: Any) -> Registry:
@@ -80,7 +85,7 @@ def registry_with(**providers: Any) -> Registry:
     return dataclasses.replace(registry, services=services)
 
 
-class FailingImages:
+class FailingImages:  # every call fails the same way
     name = "failing"
 
     def __init__(self, error: Exception) -> None:
@@ -98,25 +103,45 @@ async def test_provider_error_marks_story_failed_with_the_error(api: httpx.Async
     await run_worker(registry_with(image=images))
     created = await post_story(api)
     story = await until_story(api, created["story_id"], "failed", "completed")
-    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
     assert story["status"] == "failed"
-    assert status["error"] == "PermanentError: image API answered 400: prompt rejected"
-    assert images.calls == 1
+    assert re.fullmatch(r"scene [1-5]: PermanentError: image API answered 400: prompt rejected", story["error"])
+    assert 1 <= images.calls <= 5  # no retries of a permanent error
 
 
-async def test_transient_provider_errors_fail_the_story_after_the_last_try(
+async def test_failed_scene_fails_the_story_and_stops_its_other_media_jobs(
     api: httpx.AsyncClient, run_worker: RunWorker, settings: Settings
 ):
-    """A provider that keeps timing out is retried up to JOB_MAX_TRIES, then the story is failed."""
-    images = FailingImages(TransientError("image API timed out", retry_after_s=0.01))
+    """Scene 3's image keeps timing out: after JOB_MAX_TRIES the story fails naming scene 3, and the
+    other scenes' media jobs, still busy, are stopped rather than finished."""
+    images = OneSceneFails(failing_seed=3, others_take_s=5)
     await run_worker(registry_with(image=images))
     created = await post_story(api)
-    await until_story(api, created["story_id"], "failed")
-    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
-    job = (await api.get(f"/jobs/{status['job_id']}")).json()
-    assert status["error"] == "TransientError: image API timed out"
+    story = await until_story(api, created["story_id"], "failed", timeout=4)
+    assert story["error"] == "scene 3: TransientError: image API timed out"
+    media = f"/jobs/media_task.generate:{created['story_id']}"
+    job = (await api.get(f"{media}:3")).json()
     assert (job["status"], job["attempts"]) == ("failed", settings.job_max_tries)
-    assert images.calls == settings.job_max_tries
+
+    async def siblings_stopped() -> bool:
+        rows = [(await api.get(f"{media}:{n}")).json() for n in (1, 2, 4, 5)]
+        return [r["status"] for r in rows] == ["cancelled"] * 4
+
+    await wait_for(siblings_stopped, timeout=3)
+    assert images.failures == settings.job_max_tries
+
+
+class OneSceneFails:
+    name = "one-scene-fails"
+
+    def __init__(self, failing_seed: int, others_take_s: float) -> None:
+        self.failing_seed, self.others_take_s, self.failures = failing_seed, others_take_s, 0
+
+    async def generate_image(self, *, prompt: str, seed: int) -> Media:
+        if seed == self.failing_seed:
+            self.failures += 1
+            raise TransientError("image API timed out", retry_after_s=0.05)
+        await asyncio.sleep(self.others_take_s)
+        return await offline_providers(0).image.generate_image(prompt=prompt, seed=seed)
 
 
 async def test_idempotency_key_returns_the_same_story(api: httpx.AsyncClient, run_worker: RunWorker):
@@ -148,22 +173,28 @@ async def test_delete_removes_story_scenes_and_media(api: httpx.AsyncClient, run
 async def test_cancelling_a_story_job_fails_the_story_with_reason_cancelled(
     api: httpx.AsyncClient, run_worker: RunWorker, make_settings: Any
 ):
-    """POST /jobs/{id}/cancel on a running story job: job `cancelled`, story `failed` saying cancelled."""
+    """POST /jobs/{id}/cancel on a running media job: job `cancelled`, story `failed` saying cancelled,
+    and the story's other media jobs are stopped too."""
     await run_worker(registry_with(image=SlowImages()))
     created = await post_story(api)
-    status = (await api.get(f"/stories/{created['story_id']}/status")).json()
+    job_id = f"media_task.generate:{created['story_id']}:1"
 
     async def running() -> bool:
-        return (await api.get(f"/jobs/{status['job_id']}")).json()["status"] == "processing"
+        response = await api.get(f"/jobs/{job_id}")
+        return response.status_code == 200 and response.json()["status"] == "processing"
 
     await wait_for(running)
-    response = await api.post(f"/jobs/{status['job_id']}/cancel")
+    response = await api.post(f"/jobs/{job_id}/cancel")
     assert response.status_code == 202, response.text
     story = await until_story(api, created["story_id"], "failed")
     assert story["error"] == "cancelled"
-    job = (await api.get(f"/jobs/{status['job_id']}")).json()
-    assert job["status"] == "cancelled"
-    again = await api.post(f"/jobs/{status['job_id']}/cancel")
+
+    async def all_cancelled() -> bool:
+        rows = [(await api.get(f"/jobs/media_task.generate:{created['story_id']}:{n}")).json() for n in range(1, 6)]
+        return [r["status"] for r in rows] == ["cancelled"] * 5
+
+    await wait_for(all_cancelled, timeout=5)
+    again = await api.post(f"/jobs/{job_id}/cancel")
     assert again.status_code == 409
     assert "already ended as cancelled" in again.json()["detail"]
     assert (await api.post("/jobs/nope/cancel")).status_code == 404

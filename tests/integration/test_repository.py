@@ -1,0 +1,80 @@
+"""Story rows: re-runs upsert, statuses only move forwards, and the last scene completes its story once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
+from jobs.repository import SceneOutcome, StoryRepository, StoryStatus
+from runner.resources import Resources
+
+
+async def processing_story(stories: StoryRepository, resources: Resources, scenes: int) -> uuid.UUID:
+    story_id = uuid.uuid4()
+    async with resources.db.acquire() as conn:
+        await stories.create(conn, story_id=story_id, user_id="u", title="t", prompt="p", job_id=f"job:{story_id}")
+    draft = StoryDraft(title="t", scenes=[SceneDraft(title=f"s{n}", text="x", image_prompt="y") for n in range(scenes)])
+    await stories.save_draft(story_id, draft)
+    await stories.save_visual_profile(story_id, VisualProfile(characters="c", setting="s", base_style="b"))
+    assert await stories.move(story_id, StoryStatus.PROCESSING)
+    return story_id
+
+
+async def finish(stories: StoryRepository, story_id: uuid.UUID, n: int) -> SceneOutcome:
+    return await stories.finish_scene(story_id, n, image_prompt="p", image_key=f"i{n}.png", audio_key=f"a{n}.wav")
+
+
+async def test_scenes_finishing_at_the_same_moment_complete_the_story_exactly_once(resources: Resources):
+    """All five scenes stored at once, 30 times over: each story is completed by exactly one of them."""
+    stories = StoryRepository(resources.db)
+    for _ in range(30):
+        story_id = await processing_story(stories, resources, 5)
+        outcomes = await asyncio.gather(*(finish(stories, story_id, n) for n in range(1, 6)))
+        assert sorted(outcomes) == sorted([SceneOutcome.COMPLETED_STORY, *[SceneOutcome.SAVED] * 4])
+        story = await stories.get(story_id)
+        assert story is not None and (story.status, story.cover_image_key) == (StoryStatus.COMPLETED, "i1.png")
+
+
+async def test_last_two_scenes_racing_never_leave_the_story_processing(resources: Resources):
+    """With three scenes done, the last two finishing together always complete the story (no lost race)."""
+    stories = StoryRepository(resources.db)
+    for _ in range(30):
+        story_id = await processing_story(stories, resources, 5)
+        for n in (1, 2, 3):
+            await finish(stories, story_id, n)
+        outcomes = set(await asyncio.gather(finish(stories, story_id, 4), finish(stories, story_id, 5)))
+        assert outcomes == {SceneOutcome.COMPLETED_STORY, SceneOutcome.SAVED}
+
+
+async def test_scene_of_a_failed_story_does_not_complete_it(resources: Resources):
+    """A scene finishing after its story failed changes nothing and says so."""
+    stories = StoryRepository(resources.db)
+    story_id = await processing_story(stories, resources, 1)
+    assert await stories.move(story_id, StoryStatus.FAILED, error="scene 2: boom")
+    assert await finish(stories, story_id, 1) is SceneOutcome.STORY_NOT_PROCESSING
+    story = await stories.get(story_id)
+    assert story is not None and (story.status, story.error) == (StoryStatus.FAILED, "scene 2: boom")
+
+
+async def test_statuses_only_move_forwards(resources: Resources):
+    """Completed and failed are final; a late `processing` write cannot reopen them."""
+    stories = StoryRepository(resources.db)
+    story_id = await processing_story(stories, resources, 1)
+    await finish(stories, story_id, 1)
+    assert not await stories.move(story_id, StoryStatus.PROCESSING)
+    assert not await stories.move(story_id, StoryStatus.FAILED, error="late")
+    story = await stories.get(story_id)
+    assert story is not None and story.status is StoryStatus.COMPLETED
+
+
+async def test_saving_a_draft_again_updates_scenes_in_place(resources: Resources):
+    """A re-run's draft upserts by (story, sequence) with the same scene ids, and drops extra scenes."""
+    stories = StoryRepository(resources.db)
+    story_id = await processing_story(stories, resources, 3)
+    before = {s.sequence: s.scene_id for s in await stories.scenes(story_id)}
+    await stories.save_draft(
+        story_id, StoryDraft(title="t2", scenes=[SceneDraft(title="new", text="x", image_prompt="y")] * 2)
+    )
+    after = await stories.scenes(story_id)
+    assert [(s.sequence, s.scene_id, s.title) for s in after] == [(1, before[1], "new"), (2, before[2], "new")]
