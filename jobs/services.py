@@ -9,14 +9,16 @@ from dataclasses import dataclass
 import structlog
 
 from jobs.providers.base import Providers
+from jobs.providers.limited import limited
 from jobs.providers.offline import offline_providers
 from jobs.repository import StoryRepository
 from jobs.storage import LocalMediaStorage, MediaStorage
 from runner.errors import ConfigError
+from runner.limits import Limit, Limiter
 from runner.resources import Resources
 from runner.settings import Settings
 
-__all__ = ["StoryServices", "build_providers", "open_story_services"]
+__all__ = ["StoryServices", "build_providers", "open_story_services", "provider_limits"]
 
 log = structlog.get_logger("jobs.services")
 
@@ -44,11 +46,26 @@ def build_providers(settings: Settings) -> Providers:
     return offline_providers(settings.offline_latency_ms / 1000)
 
 
+def provider_limits(settings: Settings, providers: Providers) -> tuple[Limit, Limit, Limit]:
+    """One shared limit per provider kind, named after the provider so two providers never share one."""
+
+    def limit(kind: str, name: str, concurrency: int, per_minute: int) -> Limit:
+        return Limit(f"provider:{kind}:{name}", concurrency, per_minute, max_wait_s=settings.provider_max_wait_s,
+                     hold_s=settings.provider_read_timeout_s + settings.provider_connect_timeout_s + 5)  # fmt: skip
+
+    return (
+        limit("text", providers.text.name, settings.text_max_concurrency, settings.text_per_minute),
+        limit("image", providers.image.name, settings.image_max_concurrency, settings.image_per_minute),
+        limit("speech", providers.speech.name, settings.speech_max_concurrency, settings.speech_per_minute),
+    )
+
+
 @asynccontextmanager
 async def open_story_services(resources: Resources) -> AsyncIterator[StoryServices]:
     settings = resources.settings
+    providers = build_providers(settings)
     yield StoryServices(
         stories=StoryRepository(resources.db),
         storage=LocalMediaStorage(settings.media_path),
-        providers=build_providers(settings),
+        providers=limited(providers, Limiter(resources.redis), *provider_limits(settings, providers)),
     )

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     speech_api_key: SecretStr | None = None
     speech_voice_id: str = "21m00Tcm4TlvDq8ikWrM"
     speech_model: str = "eleven_multilingual_v2"
+    # Shared limits per provider kind, across all worker processes (0 a minute: no per-minute limit).
+    text_max_concurrency: int = Field(16, ge=1)
+    image_max_concurrency: int = Field(16, ge=1)
+    speech_max_concurrency: int = Field(16, ge=1)
+    text_per_minute: int = Field(0, ge=0)
+    image_per_minute: int = Field(0, ge=0)
+    speech_per_minute: int = Field(0, ge=0)
+    provider_max_wait_s: float = Field(30, gt=0, description="wait for a provider slot, then retry the job later")
     provider_connect_timeout_s: float = Field(5, gt=0)
     provider_read_timeout_s: float = Field(120, gt=0)
     media_dir: Path | None = Field(None, description="where media files go; default DATA_DIR/media")

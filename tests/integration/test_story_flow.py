@@ -14,9 +14,11 @@ import httpx
 
 from jobs import registry
 from jobs.providers.base import Media
+from jobs.providers.limited import limited
 from jobs.providers.offline import OFFLINE_MARKER, offline_providers
-from jobs.services import StoryServices, open_story_services
+from jobs.services import StoryServices, open_story_services, provider_limits
 from runner.errors import PermanentError, TransientError
+from runner.limits import Limiter
 from runner.registry import Registry
 from runner.resources import Resources
 from runner.settings import Settings
@@ -80,7 +82,8 @@ def registry_with(**providers: Any) -> Registry:
     async def services(resources: Resources) -> AsyncIterator[StoryServices]:
         async with open_story_services(resources) as real:
             swapped = dataclasses.replace(offline_providers(0.001), **providers)
-            yield dataclasses.replace(real, providers=swapped)
+            limits = provider_limits(resources.settings, swapped)
+            yield dataclasses.replace(real, providers=limited(swapped, Limiter(resources.redis), *limits))
 
     return dataclasses.replace(registry, services=services)
 
@@ -222,3 +225,29 @@ async def test_metrics_count_outcomes_durations_and_queue_depth(
     assert "runner_jobs_in_flight" in samples
     assert float(samples["runner_workers_alive"]) >= 1
     assert samples[f'runner_queue_depth{{kind="all",queue="{settings.queue_name}"}}'] == "0.0"
+
+
+class CountingImages:
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.now, self.peak, self.calls = 0, 0, 0
+
+    async def generate_image(self, *, prompt: str, seed: int) -> Media:
+        self.now, self.calls = self.now + 1, self.calls + 1
+        self.peak = max(self.peak, self.now)
+        await asyncio.sleep(0.1)
+        self.now -= 1
+        return await offline_providers(0).image.generate_image(prompt=prompt, seed=seed)
+
+
+async def test_provider_concurrency_limit_holds_across_a_story_fan_out(
+    api: httpx.AsyncClient, run_worker: RunWorker, settings: Settings
+):
+    """With IMAGE_MAX_CONCURRENCY=2, two stories' ten media jobs never have more than 2 image calls at once."""
+    images = CountingImages()
+    await run_worker(registry_with(image=images), settings.model_copy(update={"image_max_concurrency": 2}))
+    created = [await post_story(api), await post_story(api)]
+    for story in created:
+        assert (await until_story(api, story["story_id"], "completed", "failed"))["status"] == "completed"
+    assert (images.calls, images.peak) == (10, 2)
