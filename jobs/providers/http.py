@@ -87,6 +87,10 @@ class ProviderTransientError(ProviderError, TransientError):
         self.provider = provider
         self.status = status
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only arguments: pickle them by name
+        fields = {"provider": self.provider, "status": self.status, "retry_after_s": self.retry_after_s}
+        return _restore, (type(self), str(self), fields)
+
 
 class ProviderTimeout(ProviderTransientError):
     """The provider did not connect or answer within the timeout."""
@@ -111,6 +115,13 @@ class ProviderPermanentError(ProviderError, PermanentError):
         super().__init__(message)
         self.provider = provider
         self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _restore, (type(self), str(self), {"provider": self.provider, "status": self.status})
+
+
+def _restore(cls: type[ProviderError], message: str, fields: dict[str, Any]) -> ProviderError:
+    return cls(message, **fields)
 
 
 class ProviderRejected(ProviderPermanentError):
