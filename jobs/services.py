@@ -50,8 +50,7 @@ def provider_limits(settings: Settings, providers: Providers) -> tuple[Limit, Li
     """One shared limit per provider kind, named after the provider so two providers never share one."""
 
     def limit(kind: str, name: str, concurrency: int, per_minute: int) -> Limit:
-        return Limit(f"provider:{kind}:{name}", concurrency, per_minute, max_wait_s=settings.provider_max_wait_s,
-                     hold_s=settings.provider_read_timeout_s + settings.provider_connect_timeout_s + 5)  # fmt: skip
+        return Limit(f"provider:{kind}:{name}", concurrency, per_minute, max_wait_s=settings.provider_max_wait_s)
 
     return (
         limit("text", providers.text.name, settings.text_max_concurrency, settings.text_per_minute),
@@ -64,8 +63,9 @@ def provider_limits(settings: Settings, providers: Providers) -> tuple[Limit, Li
 async def open_story_services(resources: Resources) -> AsyncIterator[StoryServices]:
     settings = resources.settings
     providers = build_providers(settings)
-    yield StoryServices(
-        stories=StoryRepository(resources.db),
-        storage=LocalMediaStorage(settings.media_path),
-        providers=limited(providers, Limiter(resources.redis), *provider_limits(settings, providers)),
-    )
+    async with Limiter(resources.redis, prefix=settings.limit_prefix) as limiter:
+        yield StoryServices(
+            stories=StoryRepository(resources.db),
+            storage=LocalMediaStorage(settings.media_path),
+            providers=limited(providers, limiter, *provider_limits(settings, providers)),
+        )

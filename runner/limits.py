@@ -1,27 +1,34 @@
 """Limits shared by every worker process, kept in Redis: at most N calls at once to a provider, and
 optionally at most M calls a minute. Providers impose both; one process cannot see the others' calls.
 
-A slot is a member of a sorted set scored by its expiry, so a holder that died frees its slot when the
-expiry passes; the per-minute window is a second sorted set of call times. Waiting is bounded: past
-`max_wait_s` the caller gets `RetryLaterError` and its job goes back to the queue without using a try,
-instead of holding a worker slot hostage.
+A slot is a member of a sorted set scored by its expiry. Like a job lease, the expiry is short
+(`hold_s`) and renewed while the call runs, so a process that died frees its slots within seconds.
+The per-minute window is a second sorted set of call times. Waiting is bounded: past `max_wait_s` the
+caller gets `RetryLaterError` and its job goes back to the queue without using a try, instead of holding
+a worker slot hostage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import TracebackType
 
+import structlog
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 from runner.errors import RetryLaterError
 
 __all__ = ["Limit", "Limiter"]
+
+log = structlog.get_logger("runner.limits")
 
 # Take a slot if fewer than ARGV[2] are held and fewer than ARGV[5] calls started in the last minute.
 # Returns 0 when taken, else how many ms to wait before asking again.
@@ -40,7 +47,7 @@ if rpm > 0 then
   redis.call('PEXPIRE', KEYS[2], 61000)
 end
 redis.call('ZADD', KEYS[1], now + hold_ms, token)
-redis.call('PEXPIRE', KEYS[1], hold_ms + 1000)
+redis.call('PEXPIRE', KEYS[1], hold_ms + 60000)
 return 0
 """
 
@@ -52,38 +59,54 @@ class Limit:
     name: str
     concurrency: int
     per_minute: int = 0
-    hold_s: float = 300.0  # a slot's lifetime if its holder dies without releasing it
     max_wait_s: float = 30.0
 
 
 class Limiter:
-    """Acquires slots of named limits across processes. Borrows the Redis pool."""
+    """Acquires slots of named limits across processes and renews the held ones; use `async with`.
 
-    def __init__(self, redis: ArqRedis) -> None:
+    Borrows the Redis pool. Slots live `hold_s` unless renewed, so a dead holder's slot is free again
+    within `hold_s`."""
+
+    def __init__(self, redis: ArqRedis, *, prefix: str = "runner:limit", hold_s: float = 10.0) -> None:
         self._redis = redis
+        self._prefix = prefix
+        self._hold_ms = int(hold_s * 1000)
         self._acquire = redis.register_script(_ACQUIRE)
+        self._held: dict[str, set[str]] = {}
+        self._renewal: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Limiter:
+        self._renewal = asyncio.create_task(self._renew_forever(), name="limit-renewal")
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
 
     @asynccontextmanager
     async def slot(self, limit: Limit) -> AsyncIterator[None]:
         """Hold one slot of `limit` for the body; raise RetryLaterError if none frees up in time."""
-        token = uuid.uuid4().hex
-        key = f"runner:limit:{limit.name}"
+        if self._renewal is None:
+            raise RuntimeError("use the Limiter as `async with Limiter(redis) as limiter:` so held slots are renewed")
+        key, token = f"{self._prefix}:{limit.name}", uuid.uuid4().hex
+        await self._take(limit, key, token)
+        self._held.setdefault(key, set()).add(token)
+        try:
+            yield
+        finally:
+            self._held[key].discard(token)
+            await asyncio.shield(self._redis.zrem(key, token))
+
+    async def _take(self, limit: Limit, key: str, token: str) -> None:
         deadline = time.monotonic() + limit.max_wait_s
         while True:
-            wait_ms = int(
-                await self._acquire(
-                    keys=[key, f"{key}:minute"],
-                    args=[
-                        int(time.time() * 1000),
-                        limit.concurrency,
-                        int(limit.hold_s * 1000),
-                        token,
-                        limit.per_minute,
-                    ],
-                )
-            )
+            args: list[int | str] = [int(time.time() * 1000), limit.concurrency, self._hold_ms, token, limit.per_minute]
+            wait_ms = int(await self._acquire(keys=[key, f"{key}:minute"], args=args))
             if wait_ms == 0:
-                break
+                return
             if time.monotonic() + wait_ms / 1000 > deadline:
                 raise RetryLaterError(
                     f"{limit.name}: no free slot within {limit.max_wait_s:g}s "
@@ -91,7 +114,18 @@ class Limiter:
                     retry_after_s=max(wait_ms / 1000, 1.0),
                 )
             await asyncio.sleep(wait_ms / 1000 * random.uniform(0.5, 1.5))
-        try:
-            yield
-        finally:
-            await asyncio.shield(self._redis.zrem(key, token))
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._hold_ms / 3000)
+            held = {key: list(tokens) for key, tokens in self._held.items() if tokens}
+            if not held:
+                continue
+            expiry = int(time.time() * 1000) + self._hold_ms
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, tokens in held.items():
+                        pipe.zadd(key, dict.fromkeys(tokens, expiry), xx=True)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("limit_renewal_failed", error=repr(exc))

@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     text_per_minute: int = Field(0, ge=0)
     image_per_minute: int = Field(0, ge=0)
     speech_per_minute: int = Field(0, ge=0)
+    limit_prefix: str = Field("runner:limit", min_length=1, description="Redis key prefix of the shared limits")
     provider_max_wait_s: float = Field(30, gt=0, description="wait for a provider slot, then retry the job later")
     provider_connect_timeout_s: float = Field(5, gt=0)
     provider_read_timeout_s: float = Field(120, gt=0)

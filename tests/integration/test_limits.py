@@ -28,8 +28,8 @@ async def test_concurrency_limit_holds_across_separate_connections(resources: Re
             holding -= 1
 
     try:
-        limiters = [Limiter(resources.redis), Limiter(other)]
-        await asyncio.gather(*(call(limiters[i % 2]) for i in range(12)))
+        async with Limiter(resources.redis) as first, Limiter(other) as second:
+            await asyncio.gather(*(call((first, second)[i % 2]) for i in range(12)))
     finally:
         await other.aclose()
     assert peak == 3
@@ -37,24 +37,35 @@ async def test_concurrency_limit_holds_across_separate_connections(resources: Re
 
 async def test_per_minute_limit_defers_with_a_retry_hint(resources: Resources, settings: Settings):
     """Past the per-minute budget the caller is told to retry later, with the wait until a call frees."""
-    limiter = Limiter(resources.redis)
     limit = Limit(f"test-rpm-{settings.queue_name}", concurrency=10, per_minute=2, max_wait_s=0.2)
-    for _ in range(2):
-        async with limiter.slot(limit):
-            pass
-    with pytest.raises(RetryLaterError, match="2 a minute") as caught:
-        async with limiter.slot(limit):
-            pass
+    async with Limiter(resources.redis) as limiter:
+        for _ in range(2):
+            async with limiter.slot(limit):
+                pass
+        with pytest.raises(RetryLaterError, match="2 a minute") as caught:
+            async with limiter.slot(limit):
+                pass
     assert caught.value.retry_after_s is not None and 50 < caught.value.retry_after_s <= 60
 
 
 async def test_slot_of_a_dead_holder_frees_when_its_hold_expires(resources: Resources, settings: Settings):
-    """A slot taken by a process that died is free again after `hold_s`."""
-    limiter = Limiter(resources.redis)
-    limit = Limit(f"test-dead-{settings.queue_name}", concurrency=1, hold_s=0.3, max_wait_s=2)
-    key = f"runner:limit:{limit.name}"
-    await resources.redis.zadd(key, {"dead-holder": int(time.time() * 1000) + 300})
+    """A slot taken by a process that died (so never renewed) is free again after its hold."""
+    limit = Limit(f"test-dead-{settings.queue_name}", concurrency=1, max_wait_s=2)
+    await resources.redis.zadd(f"runner:limit:{limit.name}", {"dead-holder": int(time.time() * 1000) + 300})
     started = time.monotonic()
-    async with limiter.slot(limit):
+    async with Limiter(resources.redis) as limiter, limiter.slot(limit):
         waited = time.monotonic() - started
     assert 0.2 < waited < 1.5
+
+
+async def test_a_live_holder_keeps_its_slot_past_the_hold(resources: Resources, settings: Settings):
+    """A call that runs longer than the hold keeps its slot: the limiter renews it."""
+    limit = Limit(f"test-long-{settings.queue_name}", concurrency=1, max_wait_s=0.2)
+    async with Limiter(resources.redis, hold_s=0.3) as limiter:
+        async with limiter.slot(limit):
+            await asyncio.sleep(1.0)  # three holds long
+            with pytest.raises(RetryLaterError):
+                async with limiter.slot(limit):
+                    pass
+        async with limiter.slot(limit):  # released on exit: free at once
+            pass

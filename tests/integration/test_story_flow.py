@@ -83,7 +83,8 @@ def registry_with(**providers: Any) -> Registry:
         async with open_story_services(resources) as real:
             swapped = dataclasses.replace(offline_providers(0.001), **providers)
             limits = provider_limits(resources.settings, swapped)
-            yield dataclasses.replace(real, providers=limited(swapped, Limiter(resources.redis), *limits))
+            async with Limiter(resources.redis, prefix=resources.settings.limit_prefix) as limiter:
+                yield dataclasses.replace(real, providers=limited(swapped, limiter, *limits))
 
     return dataclasses.replace(registry, services=services)
 
