@@ -6,14 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 import structlog
 
-from jobs.providers.base import Providers
+from jobs.providers.base import ImageProvider, Providers, SpeechProvider, TextProvider
+from jobs.providers.elevenlabs import ElevenLabsSpeechProvider
+from jobs.providers.http import provider_timeout
 from jobs.providers.limited import limited
 from jobs.providers.offline import offline_providers
+from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
 from jobs.repository import StoryRepository
 from jobs.storage import LocalMediaStorage, MediaStorage
-from runner.errors import ConfigError
 from runner.limits import Limit, Limiter
 from runner.resources import Resources
 from runner.settings import Settings
@@ -30,20 +33,50 @@ class StoryServices:
     providers: Providers
 
 
-def build_providers(settings: Settings) -> Providers:
-    """The configured providers. Only the offline ones exist so far; others say so instead of faking."""
-    chosen = {settings.text_provider, settings.image_provider, settings.speech_provider}
-    if chosen != {"offline"}:
-        raise ConfigError(
-            f"providers {sorted(chosen - {'offline'})} are not available in this build yet; "
-            "set TEXT_PROVIDER, IMAGE_PROVIDER and SPEECH_PROVIDER to 'offline'"
+def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
+    """The configured providers over the process's one httpx client; the offline ones say what they are."""
+    offline = offline_providers(settings.offline_latency_ms / 1000)
+    timeout = provider_timeout(settings.provider_connect_timeout_s, settings.provider_read_timeout_s)
+    text: TextProvider = offline.text
+    if settings.text_provider == "openai":
+        text = OpenAITextProvider(
+            http, base_url=settings.llm_base_url, api_key=settings.llm_api_key, model=settings.llm_model,
+            timeout=timeout, json_mode=settings.llm_json_mode,
+        )  # fmt: skip
+    image: ImageProvider = offline.image
+    if settings.image_provider == "openai":
+        image = OpenAIImageProvider(http, base_url=settings.image_base_url, api_key=settings.image_api_key,
+                                    model=settings.image_model, size=settings.image_size,
+                                    send_seed=settings.image_send_seed, timeout=timeout)  # fmt: skip
+    return Providers(text=text, image=image, speech=_speech(settings, http, timeout, offline.speech))
+
+
+def _speech(
+    settings: Settings, http: httpx.AsyncClient, timeout: httpx.Timeout, offline: SpeechProvider
+) -> SpeechProvider:
+    if settings.speech_provider == "elevenlabs":
+        return ElevenLabsSpeechProvider(http, base_url=settings.speech_base_url, api_key=settings.speech_api_key,
+                                        voice_id=settings.speech_voice_id, model_id=settings.speech_model,
+                                        timeout=timeout)  # fmt: skip
+    if settings.speech_provider == "openai":
+        return OpenAISpeechProvider(
+            http, base_url=settings.speech_base_url, api_key=settings.speech_api_key, model=settings.speech_model,
+            voice=settings.speech_voice_id, timeout=timeout,
+        )  # fmt: skip
+    return offline
+
+
+def _say_which_are_offline(settings: Settings) -> None:
+    kinds = {"text": settings.text_provider, "image": settings.image_provider, "speech": settings.speech_provider}
+    offline = sorted(kind for kind, name in kinds.items() if name == "offline")
+    if offline:
+        log.warning(
+            "offline_providers_in_use",
+            kinds=offline,
+            detail="deterministic placeholders made locally, no AI is called; set TEXT_PROVIDER, IMAGE_PROVIDER "
+            "and SPEECH_PROVIDER (with their *_BASE_URL, *_API_KEY) for real ones",
+            latency_ms=settings.offline_latency_ms,
         )
-    log.warning(
-        "offline_providers_in_use",
-        detail="stories, images and audio are deterministic placeholders made locally; no AI is called",
-        latency_ms=settings.offline_latency_ms,
-    )
-    return offline_providers(settings.offline_latency_ms / 1000)
 
 
 def provider_limits(settings: Settings, providers: Providers) -> tuple[Limit, Limit, Limit]:
@@ -62,7 +95,8 @@ def provider_limits(settings: Settings, providers: Providers) -> tuple[Limit, Li
 @asynccontextmanager
 async def open_story_services(resources: Resources) -> AsyncIterator[StoryServices]:
     settings = resources.settings
-    providers = build_providers(settings)
+    providers = build_providers(settings, resources.http)
+    _say_which_are_offline(settings)
     async with Limiter(resources.redis, prefix=settings.limit_prefix) as limiter:
         yield StoryServices(
             stories=StoryRepository(resources.db),

@@ -64,12 +64,15 @@ class Settings(BaseSettings):
     llm_base_url: str = "https://openrouter.ai/api/v1"
     llm_api_key: SecretStr | None = None
     llm_model: str = "google/gemini-2.0-flash-001"
+    llm_json_mode: bool = Field(True, description="send response_format json_object (off for servers without it)")
     image_base_url: str = "https://api.together.xyz/v1"
     image_api_key: SecretStr | None = None
     image_model: str = "black-forest-labs/FLUX.1-schnell-Free"
+    image_size: str = "1024x1024"
+    image_send_seed: bool = Field(True, description="send a per-scene seed (OpenAI's own API rejects it)")
     speech_base_url: str = "https://api.elevenlabs.io"
     speech_api_key: SecretStr | None = None
-    speech_voice_id: str = "21m00Tcm4TlvDq8ikWrM"
+    speech_voice_id: str = Field("21m00Tcm4TlvDq8ikWrM", description="ElevenLabs voice id, or OpenAI voice name")
     speech_model: str = "eleven_multilingual_v2"
     # Shared limits per provider kind, across all worker processes (0 a minute: no per-minute limit).
     text_max_concurrency: int = Field(16, ge=1)
