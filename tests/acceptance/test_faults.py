@@ -236,3 +236,26 @@ async def test_a_job_that_keeps_killing_its_worker_fails_after_max_tries(
     row = await client.get("crasher")
     assert row is not None and row.error is not None and "gave up after 3 tries" in row.error
     assert len(running.events("child_died")) == 3
+
+
+async def test_second_ctrl_c_stops_at_once_and_frees_the_jobs(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """First SIGINT: the fleet waits for running jobs. Second SIGINT: it stops at once, and the jobs it
+    held are free for the next fleet instead of waiting for their leases."""
+    running = await fleet(offline_latency_ms=5000, shutdown_grace_s=60, lease_ttl_s=60).start()
+    story_ids = await post_stories(api, 2)
+    await until_processing(resources, settings, 2)
+    assert running.process is not None
+    running.process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.5)
+    assert running.process.poll() is None, "the first Ctrl-C should wait for the running jobs"
+    running.process.send_signal(signal.SIGINT)
+    stopped_at = now()
+    await running.wait(10)
+    assert now() - stopped_at < 3
+    leases = [k async for k in resources.redis.scan_iter("arq:in-progress:story_task.generate:*")]
+    held = [k for k in leases if any(s in k.decode() for s in story_ids)]
+    assert held == []
+    await fleet(offline_latency_ms=1).start()
+    await until_stories(resources, story_ids, "completed")
