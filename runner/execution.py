@@ -147,6 +147,7 @@ class JobExecutor:
             await self._complete(claimed, prepared, result, started)
         finally:
             soft.disarm()
+            self._aborting.discard(claimed.job_id)  # also when the job swallowed the abort and finished
 
     async def _cancelled(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, started: float) -> None:
         self._aborting.discard(claimed.job_id)
