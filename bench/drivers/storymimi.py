@@ -60,9 +60,9 @@ async def stamp_jobs(client: JobClient, res: Resources, count: int, rate: float)
         await client.enqueue("bench.stamp", job_id=uuid.uuid4().hex, enqueued_at=time.time())
         await asyncio.sleep(1 / rate)
     deadline = time.monotonic() + 15
-    while await res.redis.llen(LATENCY_KEY) < count and time.monotonic() < deadline:
+    while await res.redis.llen(LATENCY_KEY) < count and time.monotonic() < deadline:  # type: ignore[misc]
         await asyncio.sleep(0.01)
-    return [float(x) for x in await res.redis.lrange(LATENCY_KEY, 0, -1)]
+    return [float(x) for x in await res.redis.lrange(LATENCY_KEY, 0, -1)]  # type: ignore[misc]
 
 
 async def latency(args: object, res: Resources, client: JobClient, busy_jobs: int = 0) -> Result:
