@@ -13,6 +13,7 @@ from typing import Any
 
 from arq.constants import abort_jobs_ss
 
+from runner.queue import Enqueuer
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL
@@ -35,6 +36,7 @@ class JobClient:
         self._resources = resources
         self._specs = specs
         self.store = JobStore(resources.db)
+        self._enqueuer = Enqueuer(resources.redis)
 
     def spec(self, name: str) -> JobSpec:
         try:
@@ -60,8 +62,8 @@ class JobClient:
     async def push(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> bool:
         """Put the job in Redis; False if a job with this id is queued, running or recently finished."""
         spec = self.spec(name)
-        job = await self._resources.redis.enqueue_job(name, _job_id=job_id, _queue_name=spec.queue, **kwargs)
-        return job is not None
+        assert spec.queue is not None
+        return await self._enqueuer.enqueue(spec.queue, job_id, name, kwargs)
 
     async def request_cancel(self, job_id: str) -> JobRow | None:
         """Ask the workers to cancel `job_id` (arq's abort set); the row says `cancelled` once one has.

@@ -62,6 +62,7 @@ class JobExecutor:
         self._outage_s = resources.settings.outage_retry_s
         self._aborting: set[str] = set()
         self._client = JobClient(resources, specs)
+        self._wake_tasks: set[asyncio.Task[None]] = set()
 
     def abort(self, job_id: str, task: asyncio.Task[None]) -> None:
         """Cancel a running job at the user's request: it ends `cancelled`, its failure hook runs."""
@@ -232,11 +233,25 @@ class JobExecutor:
         )
 
     async def _requeue(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
-        return await ride_out(
+        released = await ride_out(
             lambda: self._queue.release(job_id, due_ms=due_ms, give_back_try=give_back_try),
             what="requeue",
             budget_s=self._outage_s,
         )
+        delay_s = due_ms / 1000 - time.time()
+        if released and delay_s > 0:  # idle workers block until woken: wake one when the job falls due
+            asyncio.get_running_loop().call_later(delay_s, self._wake_a_worker)
+        return released
+
+    def _wake_a_worker(self) -> None:
+        task = asyncio.create_task(self._queue.wake())
+        self._wake_tasks.add(task)
+        task.add_done_callback(self._wake_done)
+
+    def _wake_done(self, task: asyncio.Task[None]) -> None:
+        self._wake_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the fallback poll will find the job
+            log.warning("wake_failed", error=repr(task.exception()))
 
     async def _run_failure_hook(self, spec: JobSpec, ctx: JobContext, error: str) -> None:
         if spec.on_failure is None:

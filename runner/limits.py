@@ -74,6 +74,7 @@ class Limiter:
         self._hold_ms = int(hold_s * 1000)
         self._acquire = redis.register_script(_ACQUIRE)
         self._held: dict[str, set[str]] = {}
+        self._unreleased: dict[str, set[str]] = {}  # slots whose release failed (Redis was away)
         self._renewal: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Limiter:
@@ -98,7 +99,10 @@ class Limiter:
             yield
         finally:
             self._held[key].discard(token)
-            await asyncio.shield(self._redis.zrem(key, token))
+            try:
+                await asyncio.shield(self._redis.zrem(key, token))
+            except (RedisError, OSError):  # released again by the background loop once Redis answers
+                self._unreleased.setdefault(key, set()).add(token)
 
     async def _take(self, limit: Limit, key: str, token: str) -> None:
         deadline = time.monotonic() + limit.max_wait_s
@@ -116,16 +120,27 @@ class Limiter:
             await asyncio.sleep(wait_ms / 1000 * random.uniform(0.5, 1.5))
 
     async def _renew_forever(self) -> None:
+        """Renew held slots every third of a hold; retry failed releases every tick until they succeed."""
+        tick_s = min(self._hold_ms / 3000, 0.5)
+        last_renewal = time.monotonic()
         while True:
-            await asyncio.sleep(self._hold_ms / 3000)
-            held = {key: list(tokens) for key, tokens in self._held.items() if tokens}
-            if not held:
+            await asyncio.sleep(tick_s)
+            renew = time.monotonic() - last_renewal >= self._hold_ms / 3000
+            held = {key: list(tokens) for key, tokens in self._held.items() if tokens} if renew else {}
+            orphans = {key: list(tokens) for key, tokens in self._unreleased.items() if tokens}
+            if not held and not orphans:
                 continue
             expiry = int(time.time() * 1000) + self._hold_ms
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for key, tokens in held.items():
                         pipe.zadd(key, dict.fromkeys(tokens, expiry), xx=True)
+                    for key, tokens in orphans.items():
+                        pipe.zrem(key, *tokens)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 log.warning("limit_renewal_failed", error=repr(exc))
+                continue
+            last_renewal = time.monotonic() if renew else last_renewal
+            for key, tokens in orphans.items():
+                self._unreleased[key].difference_update(tokens)

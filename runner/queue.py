@@ -7,6 +7,7 @@ Layout (arq's, so arq's client and `Job` keep working):
     arq:retry:<id>               how many times the job was started (a try counter)
     arq:result:<id>              the JSON result envelope, kept KEEP_RESULT_S
     runner:leases:<worker>       ids a worker holds leases on, so its supervisor can free them when it dies
+    runner:wake:<queue>          tokens idle workers block on (BLPOP) instead of polling; enqueue pushes one
 
 arq guards a running job with an in-progress key that lives for the job timeout + 10 s, so a job whose
 worker died waits up to an hour. Here that key is a lease of LEASE_TTL_S that the worker renews; only its
@@ -20,9 +21,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.jobs import serialize_job
 
-__all__ = ["ClaimedJob", "RedisQueue", "leases_key", "release_dead_worker"]
+from runner import serializer
+
+__all__ = ["Claim", "ClaimedJob", "Enqueuer", "RedisQueue", "leases_key", "release_dead_worker", "wake_key"]
 
 _RETRY_KEY_TTL_MS = 88_400_000  # as arq
 
@@ -50,8 +61,26 @@ while got < want and offset < scan do
   end
   offset = offset + #page / 2
 end
-if got > 0 then redis.call('PEXPIRE', ARGV[10], lease_ms * 4) end
-return out
+if got > 0 then
+  redis.call('PEXPIRE', ARGV[10], lease_ms * 4)
+  return {-1, out}
+end
+-- Nothing to run: drop stale wake-ups (an enqueue after this script pushes a fresh one, so none is
+-- lost) and say when the next deferred job falls due, so the caller can sleep exactly that long.
+redis.call('DEL', ARGV[11])
+local nxt = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {nxt[2] or -1, out}
+"""
+
+# Enqueue in one round trip: refuse a duplicate id, store the payload, queue it, wake an idle worker.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('LPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], 0, 999)
+redis.call('PEXPIRE', KEYS[4], 60000)
+return 1
 """
 
 # Lease one named job if it is queued and free (to cancel an aborted job without waiting for its turn).
@@ -100,7 +129,10 @@ local id = ARGV[1]
 redis.call('SREM', KEYS[2], id)
 if redis.call('GET', ARGV[5] .. id) ~= ARGV[2] then return 0 end
 redis.call('DEL', ARGV[5] .. id)
-if redis.call('EXISTS', ARGV[6] .. id) == 1 then redis.call('ZADD', KEYS[1], ARGV[3], id) end
+if redis.call('EXISTS', ARGV[6] .. id) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  if tonumber(ARGV[3]) <= tonumber(ARGV[8]) then redis.call('LPUSH', KEYS[3], 1) end
+end
 if ARGV[4] == '1' and tonumber(redis.call('GET', ARGV[7] .. id) or '0') > 0 then redis.call('DECR', ARGV[7] .. id) end
 return 1
 """
@@ -114,6 +146,7 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('GET', ARGV[1] .. id) == ARGV[2] then
     redis.call('DEL', ARGV[1] .. id)
     released[#released + 1] = id
+    redis.call('LPUSH', KEYS[2], 1)
   end
 end
 redis.call('DEL', KEYS[1])
@@ -126,11 +159,45 @@ def leases_key(worker_id: str) -> str:
     return f"runner:leases:{worker_id}"
 
 
-async def release_dead_worker(redis: ArqRedis, worker_id: str) -> list[str]:
+def wake_key(queue: str) -> str:
+    """The list idle workers block on; every enqueue of a job due now pushes a token."""
+    return f"runner:wake:{queue}"
+
+
+async def release_dead_worker(redis: ArqRedis, worker_id: str, queue: str) -> list[str]:
     """Free the leases of a worker known to be dead; return the ids of the jobs that can now run."""
     script = redis.register_script(_RELEASE_DEAD)
-    released: list[Any] = await script(keys=[leases_key(worker_id)], args=[in_progress_key_prefix, worker_id])
+    released: list[Any] = await script(
+        keys=[leases_key(worker_id), wake_key(queue)], args=[in_progress_key_prefix, worker_id]
+    )
     return [_text(x) for x in released]
+
+
+class Enqueuer:
+    """Puts jobs on queues in one round trip each: arq's layout and envelope, JSON payload, and a
+    wake-up for an idle worker. A job id already queued, running or with a kept result is refused."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self._script = redis.register_script(_ENQUEUE)
+
+    async def enqueue(self, queue: str, job_id: str, name: str, kwargs: dict[str, Any], *, defer_s: float = 0) -> bool:
+        """True if the job was queued; False if a job with this id exists (it is left as it is)."""
+        now = int(time.time() * 1000)
+        due = now + int(defer_s * 1000)
+        payload = serialize_job(name, (), kwargs, None, now, serializer=serializer.serialize)
+        queued = await self._script(
+            keys=[queue, job_key_prefix + job_id, result_key_prefix + job_id, wake_key(queue)],
+            args=[job_id, payload, due, due - now + expires_extra_ms],
+        )
+        return bool(queued)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim call got: the jobs now leased, and when the next deferred job falls due (ms)."""
+
+    jobs: list[ClaimedJob]
+    next_due_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,20 +220,38 @@ class RedisQueue:
         self.worker_id = worker_id
         self.lease_ms = max(int(lease_ttl_s * 1000), 100)
         self._leases = leases_key(worker_id)
+        self._wake = wake_key(queue)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._claim_one = redis.register_script(_CLAIM_ONE)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
 
-    async def claim(self, now_ms: int, limit: int, scan_limit: int = 10_000) -> list[ClaimedJob]:
+    async def claim(self, now_ms: int, limit: int, scan_limit: int = 10_000) -> Claim:
         """Lease up to `limit` due jobs in one round trip."""
-        rows: list[list[Any]] = await self._claim(
+        next_due, rows = await self._claim(
             keys=[self.queue],
-            args=[now_ms, limit, self.lease_ms, self.worker_id, scan_limit,
-                  in_progress_key_prefix, job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS, self._leases],
+            args=[now_ms, limit, self.lease_ms, self.worker_id, scan_limit, in_progress_key_prefix,
+                  job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS, self._leases, self._wake],
         )  # fmt: skip
-        return [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), bool(r[4])) for r in rows]
+        jobs = [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), bool(r[4])) for r in rows]
+        due = int(float(next_due))
+        return Claim(jobs, due if due >= 0 else None)
+
+    async def wake(self) -> None:
+        """Wake one idle worker of this queue (a deferred job just fell due)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._wake, 1)
+            pipe.ltrim(self._wake, 0, 999)
+            await pipe.execute()
+
+    async def wait_for_wake(self, timeout_s: float) -> bool:
+        """Block until an enqueue wakes us or `timeout_s` passes; True if woken."""
+        # BLPOP takes fractional seconds since Redis 6 (redis-py's typing says int only).
+        reply = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            "BLPOP", self._wake, f"{max(timeout_s, 0.001):.3f}"
+        )
+        return reply is not None
 
     async def claim_one(self, job_id: str) -> ClaimedJob | None:
         """Lease `job_id` now if it is queued and nobody holds it (used to cancel aborted queued jobs)."""
@@ -207,9 +292,9 @@ class RedisQueue:
     async def release(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
         """Drop our lease and make the job due again at `due_ms`; False if the lease was not ours."""
         released = await self._release(
-            keys=[self.queue, self._leases],
+            keys=[self.queue, self._leases, self._wake],
             args=[job_id, self.worker_id, due_ms, "1" if give_back_try else "0",
-                  in_progress_key_prefix, job_key_prefix, retry_key_prefix],
+                  in_progress_key_prefix, job_key_prefix, retry_key_prefix, int(time.time() * 1000)],
         )  # fmt: skip
         return bool(released)
 

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     max_jobs_per_worker: int = Field(200, ge=0, description="0 disables recycling by job count")
     max_memory_per_worker_mb: int = Field(512, ge=0, description="0 disables recycling by memory")
     lease_ttl_s: float = Field(30, gt=0.2, description="a crashed worker's job runs again after this")
-    poll_interval_s: float = Field(0.05, gt=0, description="idle worker's queue poll period")
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="fallback poll of an idle worker; enqueues wake it at once, deferred jobs on time"
+    )
     abort_poll_s: float = Field(0.5, gt=0, description="how soon a cancel request reaches a running job")
     shutdown_grace_s: float = Field(30, ge=0)
     sweep_interval_s: float = Field(30, gt=0, description="how often one worker looks for stuck status rows")

@@ -21,6 +21,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from redis.exceptions import RedisError
 
 from runner.execution import JobExecutor
+from runner.queue import Enqueuer
 from runner.resources import Resources
 from runner.status import ACTIVE, JobStatus
 from runner.store import Transition
@@ -56,6 +57,7 @@ class Sweeper:
         self._interval_s = settings.sweep_interval_s
         self._stale_s = settings.sweep_stale_after_s
         self._batch = batch
+        self._enqueuer = Enqueuer(resources.redis)
 
     async def run_forever(self) -> None:
         while True:
@@ -98,7 +100,7 @@ class Sweeper:
             await self._take_result(row, orjson.loads(result))
             report.resolved.append(job_id)
         elif row["attempts"] < row["max_tries"] and self._executor.knows(row["name"]):
-            await self._resources.redis.enqueue_job(row["name"], _job_id=job_id, _queue_name=self._queue, **args)
+            await self._enqueuer.enqueue(self._queue, job_id, row["name"], args)
             note = "re-enqueued by the sweeper: its job was missing from Redis"
             await self._executor.store.move(
                 Transition(job_id, JobStatus.RETRYING, name=row["name"], queue=self._queue,

@@ -123,17 +123,30 @@ class Worker:
                 await self._sleep(None)
                 continue
             try:
-                claimed = await executor.queue.claim(int(time.time() * 1000), free)
+                claim = await executor.queue.claim(int(time.time() * 1000), free)
+                for job in claim.jobs:
+                    self._start(executor.jobs, job)
+                if not claim.jobs:
+                    await self._wait_for_work(executor.queue, claim.next_due_ms)
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("claim_failed", error=repr(exc), consecutive=failures)
-                await self._sleep(min(0.1 * 2**failures, 5.0))
-                continue
-            for job in claimed:
-                self._start(executor.jobs, job)
-            if not claimed:
-                await self._sleep(self.settings.poll_interval_s)
+                await self._sleep(min(0.05 * 2**failures, 1.0))
+
+    async def _wait_for_work(self, queue: RedisQueue, next_due_ms: int | None) -> None:
+        """Block on the queue's wake-up list until an enqueue, the next deferred job's due time, the
+        fallback poll (POLL_INTERVAL_S), or stop, whichever comes first."""
+        timeout = self.settings.poll_interval_s
+        if next_due_ms is not None:
+            timeout = min(timeout, max(next_due_ms / 1000 - time.time(), 0.001))
+        woken = asyncio.create_task(queue.wait_for_wake(timeout))
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (woken, stopping):
+            task.cancel()
+        if woken.done() and not woken.cancelled() and woken.exception() is not None:
+            raise woken.exception()  # type: ignore[misc]
 
     def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
         task = asyncio.create_task(executor.execute(job), name=f"job:{job.job_id}")

@@ -53,7 +53,6 @@ def make_settings(servers: Servers, tmp_path: Path) -> MakeSettings:
             "queue_name": (queue := f"test:{uuid.uuid4().hex[:10]}"),
             "limit_prefix": f"runner:limit:{queue}",  # provider slots of one test never starve another
             "offline_latency_ms": 1,
-            "poll_interval_s": 0.01,
             "startup_retry_s": 5,
             "log_format": "console",
         }

@@ -35,7 +35,7 @@ class Fleet:
             "REDIS_URL": str(settings.redis_url), "DATABASE_URL": str(settings.database_url),
             "QUEUE_NAME": settings.queue_name, "LIMIT_PREFIX": settings.limit_prefix,
             "DATA_DIR": str(settings.data_dir), "LOG_FORMAT": "json",
-            "WORKERS": "2", "WORKER_CONCURRENCY": "10", "OFFLINE_LATENCY_MS": "50", "POLL_INTERVAL_S": "0.01",
+            "WORKERS": "2", "WORKER_CONCURRENCY": "10", "OFFLINE_LATENCY_MS": "50",
             **{k.upper(): str(v) for k, v in env.items()},
         }  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
