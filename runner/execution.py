@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +18,13 @@ from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime
 
 from runner import serializer
+from runner.batching import Batcher
 from runner.client import JobClient
 from runner.context import JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
 from runner.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.outage import ride_out
-from runner.queue import ClaimedJob, RedisQueue
+from runner.queue import ClaimedJob, Finished, RedisQueue
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import JobStatus
@@ -63,6 +65,22 @@ class JobExecutor:
         self._aborting: set[str] = set()
         self._client = JobClient(resources, specs)
         self._wake_tasks: set[asyncio.Task[None]] = set()
+        outage_s = resources.settings.outage_retry_s
+        self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
+        self._finishes = Batcher[Finished]("finish", queue.finish_many, outage_s=outage_s)
+
+    async def __aenter__(self) -> JobExecutor:
+        await self._status_writes.__aenter__()
+        await self._finishes.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Write every status change and finish still buffered (never lose a transition on shutdown)."""
+        await self._finishes.close()
+        await self._status_writes.close()
+
+    async def _write_transitions(self, transitions: Sequence[Transition]) -> None:
+        await self._store.move_many(transitions)
 
     def abort(self, job_id: str, task: asyncio.Task[None]) -> None:
         """Cancel a running job at the user's request: it ends `cancelled`, its failure hook runs."""
@@ -119,7 +137,8 @@ class JobExecutor:
                 error = f"gave up after {spec.max_tries} tries: the job's worker stopped each time before it ended"
                 await self._fail(claimed, prepared, ctx, error)
                 return
-            await self._move(self._transition(claimed, prepared, JobStatus.PROCESSING))
+            # Not awaited: the job starts at once; its later (awaited) transitions are written after this one.
+            await self._move(self._transition(claimed, prepared, JobStatus.PROCESSING), wait=False)
             log.info("job_started", queued_ms=max(0, _now_ms() - prepared.enqueue_time_ms))
             await self._run(claimed, prepared, ctx)
 
@@ -224,13 +243,13 @@ class JobExecutor:
         except Exception as exc:  # the lease will expire and another worker will run the job
             log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queue.lease_ms)
 
-    async def _move(self, transition: Transition) -> bool:
-        return await ride_out(lambda: self._store.move(transition), what="status_write", budget_s=self._outage_s)
+    async def _move(self, transition: Transition, *, wait: bool = True) -> None:
+        """Record a transition, group-committed with other jobs' (see runner.batching). Not waiting is
+        only for `processing`: the job's later transitions are awaited and written after it."""
+        await self._status_writes.submit(transition, wait=wait)
 
     async def _finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
-        await ride_out(
-            lambda: self._queue.finish(job_id, result, keep_result_ms), what="finish", budget_s=self._outage_s
-        )
+        await self._finishes.submit(Finished(job_id, result, keep_result_ms))
 
     async def _requeue(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
         released = await ride_out(

@@ -17,6 +17,7 @@ owner may renew, release or finish it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from arq.jobs import serialize_job
 
 from runner import serializer
 
-__all__ = ["Claim", "ClaimedJob", "Enqueuer", "RedisQueue", "leases_key", "release_dead_worker", "wake_key"]
+__all__ = ["Claim", "ClaimedJob", "Enqueuer", "Finished", "RedisQueue", "leases_key", "release_dead_worker", "wake_key"]
 
 _RETRY_KEY_TTL_MS = 88_400_000  # as arq
 
@@ -193,6 +194,15 @@ class Enqueuer:
 
 
 @dataclass(frozen=True, slots=True)
+class Finished:
+    """A job to take off the queue for good, with the result envelope to keep."""
+
+    job_id: str
+    result: bytes | None
+    keep_result_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """What one claim call got: the jobs now leased, and when the next deferred job falls due (ms)."""
 
@@ -283,11 +293,19 @@ class RedisQueue:
 
     async def finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
         """Remove a finished job from the queue, keeping its result envelope for `keep_result_ms`."""
-        await self._finish(
-            keys=[self.queue, self._leases],
-            args=[job_id, self.worker_id, result or b"", keep_result_ms,
-                  job_key_prefix, retry_key_prefix, result_key_prefix, in_progress_key_prefix],
-        )  # fmt: skip
+        await self.finish_many([Finished(job_id, result, keep_result_ms)])
+
+    async def finish_many(self, finished: Sequence[Finished]) -> None:
+        """Finish several jobs in one round trip (one pipeline of the finish script)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for f in finished:
+                await self._finish(
+                    keys=[self.queue, self._leases],
+                    args=[f.job_id, self.worker_id, f.result or b"", f.keep_result_ms,
+                          job_key_prefix, retry_key_prefix, result_key_prefix, in_progress_key_prefix],
+                    client=pipe,
+                )  # fmt: skip
+            await pipe.execute()
 
     async def release(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
         """Drop our lease and make the job due again at `due_ms`; False if the lease was not ours."""

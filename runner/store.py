@@ -7,7 +7,8 @@ API died between row and enqueue) still gets one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -15,14 +16,15 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from runner.status import TERMINAL, JobStatus, allowed_sources
+from runner.status import ACTIVE, TERMINAL, JobStatus
 
-__all__ = ["Connection", "JobRow", "JobStore", "Transition"]
+__all__ = ["Connection", "JobRow", "JobStore", "Transition", "collapse"]
 
 # A connection a caller holds (its transaction), plain or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 _TERMINAL = sorted(TERMINAL)
+_MOVABLE_FROM = sorted(ACTIVE)  # every transition's allowed sources (see runner.status)
 
 _INSERT_PENDING = """
 INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries)
@@ -30,12 +32,18 @@ VALUES ($1, $2, $3, $4::jsonb, 'pending', $5)
 ON CONFLICT (job_id) DO NOTHING
 """
 
-_TRANSITION = """
+# One statement for a whole batch of transitions (one per job: see `collapse`). Every transition is
+# allowed from the same active statuses and none leaves a terminal one, so one guard serves all rows.
+_TRANSITIONS = """
 INSERT INTO runner_jobs AS j
     (job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started_at, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, COALESCE($12::jsonb, '{}'::jsonb),
-        CASE WHEN $4 = 'processing' THEN now() END,
-        CASE WHEN $4 = ANY($10::text[]) THEN now() END)
+SELECT t.job_id, t.name, t.queue, t.status, t.attempts, t.max_tries, t.worker, t.error, t.result::jsonb,
+       COALESCE(t.args::jsonb, '{}'::jsonb),
+       CASE WHEN t.started THEN now() END,
+       CASE WHEN t.status = ANY($12::text[]) THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::bool[])
+     AS t(job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started)
 ON CONFLICT (job_id) DO UPDATE SET
     status      = EXCLUDED.status,
     attempts    = GREATEST(j.attempts, EXCLUDED.attempts),
@@ -46,8 +54,7 @@ ON CONFLICT (job_id) DO UPDATE SET
     started_at  = COALESCE(EXCLUDED.started_at, j.started_at),
     finished_at = EXCLUDED.finished_at,
     updated_at  = now()
-WHERE j.status = ANY($11::text[])
-RETURNING status
+WHERE j.status = ANY($13::text[])
 """
 
 
@@ -91,6 +98,11 @@ class Transition:
     error: str | None = None
     result: Any = None
     args: dict[str, Any] | None = None  # written only when the row is created by this transition
+    started: bool = False  # the job (re)started: stamp started_at (set for PROCESSING, kept by collapse)
+
+    def __post_init__(self) -> None:
+        if self.status is JobStatus.PENDING:
+            raise ValueError("a job enters `pending` only by insert_pending, never by a transition")
 
 
 class JobStore:
@@ -116,23 +128,14 @@ class JobStore:
 
     async def move(self, t: Transition) -> bool:
         """Apply one transition if the row's status allows it; True if it was applied."""
-        result = None if t.result is None else orjson.dumps(t.result).decode()
-        row = await self._pool.fetchrow(
-            _TRANSITION,
-            t.job_id,
-            t.name,
-            t.queue,
-            t.status.value,
-            t.attempt,
-            t.max_tries,
-            t.worker,
-            t.error,
-            result,
-            _TERMINAL,
-            allowed_sources(t.status),
-            None if t.args is None else orjson.dumps(t.args).decode(),
-        )
-        return row is not None
+        return await self.move_many([t]) == 1
+
+    async def move_many(self, transitions: Sequence[Transition]) -> int:
+        """Apply a batch of transitions in one statement; return how many rows moved."""
+        rows = collapse(transitions)
+        columns = list(zip(*(_row(t) for t in rows), strict=True))
+        status = await self._pool.execute(_TRANSITIONS, *columns, _TERMINAL, _MOVABLE_FROM)
+        return int(status.rsplit(" ", 1)[-1])
 
     async def forget_pending(self, job_id: str, conn: Connection | None = None) -> bool:
         """Delete a row that never left `pending` (its enqueue was undone); True if one was deleted."""
@@ -143,3 +146,34 @@ class JobStore:
     async def get(self, job_id: str) -> JobRow | None:
         record = await self._pool.fetchrow("SELECT * FROM runner_jobs WHERE job_id = $1", job_id)
         return JobRow.from_record(record) if record is not None else None
+
+
+def collapse(transitions: Sequence[Transition]) -> list[Transition]:
+    """One transition per job with the effect of applying them in order: the last status wins unless
+    an earlier one was terminal (the guard would refuse what follows it); a start is remembered."""
+    merged: dict[str, Transition] = {}
+    for t in transitions:
+        t = replace(t, started=t.started or t.status is JobStatus.PROCESSING)
+        prev = merged.get(t.job_id)
+        if prev is None:
+            merged[t.job_id] = t
+        elif prev.status not in TERMINAL:
+            merged[t.job_id] = replace(
+                t,
+                attempt=max(prev.attempt, t.attempt),
+                started=prev.started or t.started,
+                worker=t.worker or prev.worker,
+                error=t.error if t.error is not None or t.status is JobStatus.COMPLETED else prev.error,
+                result=t.result if t.result is not None else prev.result,
+                args=prev.args if prev.args is not None else t.args,
+            )
+    return list(merged.values())
+
+
+def _row(t: Transition) -> tuple[Any, ...]:
+    return (
+        t.job_id, t.name, t.queue, t.status.value, t.attempt, t.max_tries, t.worker, t.error,
+        None if t.result is None else orjson.dumps(t.result).decode(),
+        None if t.args is None else orjson.dumps(t.args).decode(),
+        t.started,
+    )  # fmt: skip

@@ -112,7 +112,9 @@ class Worker:
             queue = RedisQueue(resources.redis, queue=self.settings.queue_name, worker_id=self.worker_id,
                                lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
             specs = self.registry.resolved(self.settings)
-            jobs = JobExecutor(resources, services, specs, queue, JobStore(resources.db))
+            jobs = await stack.enter_async_context(
+                JobExecutor(resources, services, specs, queue, JobStore(resources.db))
+            )
             yield _Executor(jobs, queue, specs, resources)
 
     async def _claim_loop(self, executor: _Executor) -> None:

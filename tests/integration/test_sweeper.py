@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import orjson
 import pytest
 
@@ -18,10 +20,10 @@ from tests.integration.test_worker import REGISTRY, failures
 
 
 @pytest.fixture
-def sweeper(resources: Resources, settings: Settings) -> Sweeper:
+async def sweeper(resources: Resources, settings: Settings) -> AsyncIterator[Sweeper]:
     queue = RedisQueue(resources.redis, queue=settings.queue_name, worker_id="sweeper-test", lease_ttl_s=30)
-    executor = JobExecutor(resources, None, REGISTRY.resolved(settings), queue, JobStore(resources.db))
-    return Sweeper(resources, executor, worker_id="sweeper-test")
+    async with JobExecutor(resources, None, REGISTRY.resolved(settings), queue, JobStore(resources.db)) as executor:
+        yield Sweeper(resources, executor, worker_id="sweeper-test")
 
 
 async def age_rows(resources: Resources, settings: Settings) -> None:

@@ -20,3 +20,26 @@ def test_every_active_status_can_end():
 def test_pending_is_only_ever_the_first_status():
     """Nothing moves a job back to pending."""
     assert allowed_sources(JobStatus.PENDING) == []
+
+
+def test_every_transition_has_the_same_sources():
+    """The batched status write uses one guard for all rows: every target must share its sources."""
+    for target in JobStatus:
+        if target is not JobStatus.PENDING:
+            assert allowed_sources(target) == sorted(ACTIVE)
+
+
+def test_collapse_keeps_the_effect_of_applying_in_order():
+    """Processing then completed in one batch becomes one completed row that remembers the start;
+    nothing after a terminal status survives, as the guard would refuse it."""
+    from runner.store import Transition, collapse
+
+    started = Transition("a", JobStatus.PROCESSING, attempt=1, args={"x": 1})
+    done = Transition("a", JobStatus.COMPLETED, attempt=1, result=5)
+    late = Transition("a", JobStatus.RETRYING, attempt=2, error="late")
+    other = Transition("b", JobStatus.FAILED, attempt=3, error="boom")
+    rows = {t.job_id: t for t in collapse([started, done, other, late])}
+    assert (rows["a"].status, rows["a"].started, rows["a"].result, rows["a"].args) == (
+        JobStatus.COMPLETED, True, 5, {"x": 1},
+    )  # fmt: skip
+    assert (rows["b"].status, rows["b"].error, rows["b"].started) == (JobStatus.FAILED, "boom", False)
