@@ -7,6 +7,7 @@ after commit, so no worker can start a job whose rows are not yet visible.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +46,14 @@ class JobClient:
             raise KeyError(f"no job named {name!r}; known jobs: {sorted(self._specs)}") from None
 
     async def enqueue(self, name: str, *, job_id: str, **kwargs: Any) -> EnqueueResult:
-        """Record and push in one call, for callers with no rows of their own to write."""
-        recorded = await self.record(name, job_id=job_id, kwargs=kwargs)
-        queued = await self.push(name, job_id=job_id, kwargs=kwargs)
+        """Record and push at once, for callers with no rows of their own that the job must see.
+
+        Both go out together: the row insert and the worker's first status write commute (the insert
+        does nothing if the worker got there first), so the job need not wait for the row."""
+        self.spec(name).bind((), kwargs)  # refuse bad arguments before anything is written
+        queued, recorded = await asyncio.gather(  # the push first: the worker waits only for it
+            self.push(name, job_id=job_id, kwargs=kwargs), self.record(name, job_id=job_id, kwargs=kwargs)
+        )
         return EnqueueResult(job_id, recorded, queued)
 
     async def record(self, name: str, *, job_id: str, kwargs: dict[str, Any], conn: Connection | None = None) -> bool:
