@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,15 @@ log = structlog.get_logger("runner.job")
 
 
 @dataclass(frozen=True)
+class _Outcome:
+    """How a job's coroutine ended: a result, an error, or cancelled at a user's request."""
+
+    result: Any = None
+    error: BaseException | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
 class _Prepared:
     spec: JobSpec
     kwargs: dict[str, Any]
@@ -54,6 +63,8 @@ class JobExecutor:
         specs: dict[str, JobSpec],
         queue: RedisQueue,
         store: JobStore,
+        *,
+        on_slot_free: Callable[[str], None] | None = None,
     ) -> None:
         self._resources = resources
         self._services = services
@@ -61,11 +72,11 @@ class JobExecutor:
         self._queue = queue
         self._store = store
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
-        self._outage_s = resources.settings.outage_retry_s
         self._aborting: set[str] = set()
         self._client = JobClient(resources, specs)
         self._wake_tasks: set[asyncio.Task[None]] = set()
-        outage_s = resources.settings.outage_retry_s
+        self._slot_free = on_slot_free or (lambda job_id: None)
+        self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
         self._finishes = Batcher[Finished]("finish", queue.finish_many, outage_s=outage_s)
 
@@ -143,28 +154,37 @@ class JobExecutor:
             await self._run(claimed, prepared, ctx)
 
     async def _run(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> None:
-        spec = prepared.spec
+        """Call the job, free its slot, then record how it ended (the slot is not held for bookkeeping)."""
         started = time.monotonic()
-        soft = _SoftLimit(ctx.soft_deadline - started)
+        outcome = await self._call(claimed, prepared, ctx)
+        self._slot_free(claimed.job_id)
+        if outcome.cancelled:
+            await self._cancelled(claimed, prepared, ctx, started)
+        elif outcome.error is not None:
+            await self._after_error(claimed, prepared, ctx, outcome.error, started)
+        else:
+            await self._complete(claimed, prepared, outcome.result, started)
+
+    async def _call(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> _Outcome:
+        """Run the job's coroutine under its limits; a shutdown's cancellation propagates."""
+        spec = prepared.spec
+        soft = _SoftLimit(ctx.soft_deadline - time.monotonic())
         try:
             async with asyncio.timeout(spec.timeout_s) as limit:
                 result = await spec.coroutine(ctx, **prepared.kwargs)
             serializer.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
+            return _Outcome(result=result)
         except asyncio.CancelledError:
             if claimed.job_id in self._aborting:
                 _take_back_cancel()
-                await self._cancelled(claimed, prepared, ctx, started)
-                return
+                return _Outcome(cancelled=True)
             if not soft.was_cause():
                 raise
-            error = SoftTimeLimitExceeded(f"stopped at the soft time limit of {spec.soft_timeout_s:g}s")
-            await self._after_error(claimed, prepared, ctx, error, started)
+            return _Outcome(error=SoftTimeLimitExceeded(f"stopped at the soft time limit of {spec.soft_timeout_s:g}s"))
         except Exception as exc:
             if isinstance(exc, TimeoutError) and limit.expired():
                 exc = JobTimeoutError(f"stopped at the hard time limit of {spec.timeout_s:g}s")
-            await self._after_error(claimed, prepared, ctx, exc, started)
-        else:
-            await self._complete(claimed, prepared, result, started)
+            return _Outcome(error=exc)
         finally:
             soft.disarm()
             self._aborting.discard(claimed.job_id)  # also when the job swallowed the abort and finished

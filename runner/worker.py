@@ -61,7 +61,8 @@ class Worker:
         self.exit_reason = ExitReason.STOPPED
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}  # until the job's bookkeeping is done too
+        self._busy: set[str] = set()  # the slots: jobs whose coroutine has not returned yet
         self._process = psutil.Process()
         self.ready = asyncio.Event()
         self._on_retire = on_retire
@@ -113,14 +114,14 @@ class Worker:
                                lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
             specs = self.registry.resolved(self.settings)
             jobs = await stack.enter_async_context(
-                JobExecutor(resources, services, specs, queue, JobStore(resources.db))
+                JobExecutor(resources, services, specs, queue, JobStore(resources.db), on_slot_free=self._slot_free)
             )
             yield _Executor(jobs, queue, specs, resources)
 
     async def _claim_loop(self, executor: _Executor) -> None:
         failures = 0
         while not self._stopping.is_set():
-            free = self.settings.worker_concurrency - len(self._running)
+            free = self.settings.worker_concurrency - len(self._busy)
             if free <= 0:
                 await self._sleep(None)
                 continue
@@ -153,10 +154,18 @@ class Worker:
     def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
         task = asyncio.create_task(executor.execute(job), name=f"job:{job.job_id}")
         self._running[job.job_id] = task
+        self._busy.add(job.job_id)
         task.add_done_callback(lambda _: self._job_done(job.job_id))
+
+    def _slot_free(self, job_id: str) -> None:
+        """The job's coroutine returned: its slot takes the next job while its outcome is recorded."""
+        if job_id in self._busy:
+            self._busy.discard(job_id)
+            self._wake.set()
 
     def _job_done(self, job_id: str) -> None:
         self._running.pop(job_id, None)
+        self._busy.discard(job_id)
         self.jobs_done += 1
         self._check_recycle()
         self._wake.set()
