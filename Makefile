@@ -50,3 +50,13 @@ bench-rss: $(STAMP)
 ## make bench-stories: 50 stories of 5 scenes submitted at once to a real fleet (offline provider, 50 ms a call)
 bench-stories: $(STAMP)
 	$(BIN)/python -m bench.stories --stories $${STORIES:-50} --workers $${WORKERS:-2}
+
+## make bench-jobs: storymimi vs arq (default, tuned) vs Celery prefork (own venv bench/.venv-celery) on W1 no-op,
+## W2 sleep, W3 latency and starvation, 3 runs a cell (QUICK=1: one small run of each, a smoke test)
+.PHONY: bench-jobs
+bench-jobs: $(STAMP)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
+
+## make bench: the whole benchmark suite (jobs vs arq and Celery, the story workload, worker memory)
+.PHONY: bench
+bench: bench-jobs bench-stories bench-rss
