@@ -57,6 +57,11 @@ bench-stories: $(STAMP)
 bench-jobs: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
-## make bench: the whole benchmark suite (jobs vs arq and Celery, the story workload, worker memory)
+## make bench-api: POST /stories/ from 64 concurrent clients against one API process
+.PHONY: bench-api
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api_load --clients $${CLIENTS:-64} --seconds $${SECONDS:-10}
+
+## make bench: the whole benchmark suite (jobs vs arq and Celery, the story workload, worker memory, API load)
 .PHONY: bench
-bench: bench-jobs bench-stories bench-rss
+bench: bench-jobs bench-stories bench-rss bench-api

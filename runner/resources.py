@@ -76,9 +76,7 @@ async def connect_redis(settings: Settings) -> ArqRedis:
 
 
 async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=max(4, min(settings.worker_concurrency, 20)), timeout=10
-    )
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size, timeout=10)
     assert pool is not None
     return pool
 

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     startup_retry_s: float = Field(60, ge=0, description="how long to retry Redis/Postgres at start-up")
     outage_retry_s: float = Field(60, ge=0, description="how long the runner's own writes ride out an outage")
 
+    db_pool_size: int = Field(20, ge=2, le=200, description="Postgres connections per process")
+
     # API.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

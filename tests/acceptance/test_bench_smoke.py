@@ -40,9 +40,11 @@ def test_quick_job_benchmarks_give_numbers_for_every_system():
 
 
 @pytest.mark.timeout(200)
-def test_story_and_memory_benchmarks_give_numbers():
-    """The story workload and the worker-memory run each print their table row."""
+def test_story_memory_and_api_benchmarks_give_numbers():
+    """The story workload, the worker-memory run and the API load each print their table row."""
     stories = run("bench.stories", "--stories", "3", timeout=120)
     assert "| 3 | 0 |" in stories
     rss = run("bench.rss", "--jobs", "30", timeout=150)
     assert "| no recycling |" in rss and "| recycle every 200 jobs |" in rss
+    api = run("bench.api_load", "--clients", "8", "--seconds", "1", timeout=120)
+    assert "| requests | errors |" in api
