@@ -66,6 +66,7 @@ class Worker:
         self._process = psutil.Process()
         self.ready = asyncio.Event()
         self._on_retire = on_retire
+        self._stop_waiter: asyncio.Task[bool] | None = None
 
     def stop(self) -> None:
         """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
@@ -94,6 +95,8 @@ class Worker:
                 await self._claim_loop(executor)
                 await self._drain()
             finally:
+                if self._stop_waiter is not None:
+                    self._stop_waiter.cancel()
                 WORKERS_ALIVE.dec()
                 WORKER_EXITS.labels(self.exit_reason.value).inc()
                 for task in (renew, sweep, aborts):
@@ -143,12 +146,13 @@ class Worker:
         timeout = self.settings.poll_interval_s
         if next_due_ms is not None:
             timeout = min(timeout, max(next_due_ms / 1000 - time.time(), 0.001))
+        if self._stop_waiter is None:  # one waiter for the worker's life, not one per idle wait
+            self._stop_waiter = asyncio.create_task(self._stopping.wait(), name="stop-waiter")
         woken = asyncio.create_task(queue.wait_for_wake(timeout))
-        stopping = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (woken, stopping):
-            task.cancel()
-        if woken.done() and not woken.cancelled() and woken.exception() is not None:
+        await asyncio.wait({woken, self._stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not woken.done():
+            woken.cancel()  # stopping: give up the blocked read
+        elif woken.exception() is not None:
             raise woken.exception()  # type: ignore[misc]
 
     def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
