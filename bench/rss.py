@@ -54,10 +54,8 @@ async def enqueue_stories(settings: Settings, count: int) -> list[str]:
         for _ in range(count):
             story_id = uuid.uuid4()
             job_id = f"{STORY_JOB}:{story_id}"
-            async with resources.db.acquire() as conn, conn.transaction():
-                await stories.create(conn, story_id=story_id, user_id="bench", title="", prompt="a bench story",
-                                     job_id=job_id)  # fmt: skip
-                await client.record(STORY_JOB, job_id=job_id, kwargs={"story_id": str(story_id)}, conn=conn)
+            job = client.pending(STORY_JOB, job_id=job_id, kwargs={"story_id": str(story_id)})
+            await stories.create(story_id=story_id, user_id="bench", title="", prompt="a bench story", job=job)
             await client.push(STORY_JOB, job_id=job_id, kwargs={"story_id": str(story_id)})
             ids.append(str(story_id))
         return ids

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
-from runner.store import Connection
+from runner.store import PendingJob
 
 __all__ = ["SceneOutcome", "SceneRecord", "StoryRecord", "StoryRepository", "StoryStatus", "scene_id_for"]
 
@@ -96,18 +96,13 @@ class StoryRepository:
         self._pool = pool
 
     async def create(
-        self,
-        conn: Connection,
-        *,
-        story_id: uuid.UUID,
-        user_id: str,
-        title: str,
-        prompt: str,
-        job_id: str,
+        self, *, story_id: uuid.UUID, user_id: str, title: str, prompt: str, job: PendingJob
     ) -> StoryRecord:
-        record = await conn.fetchrow(
+        """Insert the story and its job's pending row in one statement: both or neither, one round trip."""
+        record = await self._pool.fetchrow(
+            f"WITH {job.cte(first_param=5)} "
             "INSERT INTO stories (story_id, user_id, title, prompt, job_id) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            story_id, user_id, title, prompt, job_id,
+            story_id, user_id, title, prompt, *job.params,
         )  # fmt: skip
         assert record is not None
         return StoryRecord.from_record(record)

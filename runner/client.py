@@ -18,7 +18,7 @@ from runner.queue import Enqueuer
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL
-from runner.store import Connection, JobRow, JobStore
+from runner.store import Connection, JobRow, JobStore, PendingJob
 
 __all__ = ["EnqueueResult", "JobClient"]
 
@@ -64,6 +64,14 @@ class JobClient:
         return await self.store.insert_pending(
             job_id=job_id, name=name, queue=spec.queue, args=kwargs, max_tries=spec.max_tries, conn=conn
         )
+
+    def pending(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> PendingJob:
+        """The job's pending row, validated, for a caller to write with its own rows in one statement;
+        call `push()` after that statement has committed."""
+        spec = self.spec(name)
+        spec.bind((), kwargs)
+        assert spec.queue is not None
+        return PendingJob(job_id, name, spec.queue, kwargs, spec.max_tries)
 
     async def push(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> bool:
         """Put the job in Redis; False if a job with this id is queued, running or recently finished."""

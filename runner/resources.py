@@ -76,9 +76,17 @@ async def connect_redis(settings: Settings) -> ArqRedis:
 
 
 async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_size, timeout=10)
+    pool = await asyncpg.create_pool(
+        settings.database_url, min_size=1, max_size=settings.db_pool_size, timeout=10, reset=_no_server_reset
+    )
     assert pool is not None
     return pool
+
+
+async def _no_server_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset round trip (`RESET ALL; UNLISTEN *; ...`) on every release: our code leaves
+    no session state behind (the one advisory lock, the migrations', is released explicitly). asyncpg
+    still does its local cleanup and rolls back a transaction left open."""
 
 
 async def _retry_startup(name: str, settings: Settings, connect: Callable[[], Awaitable[T]]) -> T:

@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from runner.status import ACTIVE, TERMINAL, JobStatus
 
-__all__ = ["Connection", "JobRow", "JobStore", "Transition", "collapse"]
+__all__ = ["Connection", "JobRow", "JobStore", "PendingJob", "Transition", "collapse"]
 
 # A connection a caller holds (its transaction), plain or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -56,6 +56,29 @@ ON CONFLICT (job_id) DO UPDATE SET
     updated_at  = now()
 WHERE j.status = ANY($13::text[])
 """
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """A pending job row to write in the same statement as the caller's own insert (one round trip,
+    atomic): `WITH {job.cte(n)} INSERT INTO my_table ...`, with `job.params` as parameters $n onwards."""
+
+    job_id: str
+    name: str
+    queue: str
+    args: dict[str, Any]
+    max_tries: int
+
+    def cte(self, first_param: int, name: str = "pending_job") -> str:
+        n = first_param
+        return (
+            f"{name} AS (INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries) "
+            f"VALUES (${n}, ${n + 1}, ${n + 2}, ${n + 3}::jsonb, 'pending', ${n + 4}) ON CONFLICT (job_id) DO NOTHING)"
+        )
+
+    @property
+    def params(self) -> list[Any]:
+        return [self.job_id, self.name, self.queue, orjson.dumps(self.args).decode(), self.max_tries]
 
 
 @dataclass(frozen=True, slots=True)

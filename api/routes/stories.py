@@ -42,11 +42,10 @@ async def create_story(
         return _created(existing)
     job_id = story_job_id(story_id)
     kwargs = {"story_id": str(story_id)}
-    async with state.resources.db.acquire() as conn, conn.transaction():
-        story = await state.stories.create(
-            conn, story_id=story_id, user_id=body.user_id, title=body.title, prompt=body.prompt, job_id=job_id
-        )
-        await state.jobs.record(STORY_JOB, job_id=job_id, kwargs=kwargs, conn=conn)
+    job = state.jobs.pending(STORY_JOB, job_id=job_id, kwargs=kwargs)
+    story = await state.stories.create(
+        story_id=story_id, user_id=body.user_id, title=body.title, prompt=body.prompt, job=job
+    )
     try:
         await state.jobs.push(STORY_JOB, job_id=job_id, kwargs=kwargs)
     except (RedisError, OSError) as exc:

@@ -8,12 +8,13 @@ import uuid
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
 from jobs.repository import SceneOutcome, StoryRepository, StoryStatus
 from runner.resources import Resources
+from runner.store import PendingJob
 
 
 async def processing_story(stories: StoryRepository, resources: Resources, scenes: int) -> uuid.UUID:
     story_id = uuid.uuid4()
-    async with resources.db.acquire() as conn:
-        await stories.create(conn, story_id=story_id, user_id="u", title="t", prompt="p", job_id=f"job:{story_id}")
+    job = PendingJob(f"job:{story_id}", "story_task.generate", "q", {"story_id": str(story_id)}, 3)
+    await stories.create(story_id=story_id, user_id="u", title="t", prompt="p", job=job)
     draft = StoryDraft(title="t", scenes=[SceneDraft(title=f"s{n}", text="x", image_prompt="y") for n in range(scenes)])
     await stories.save_draft(story_id, draft)
     await stories.save_visual_profile(story_id, VisualProfile(characters="c", setting="s", base_style="b"))
@@ -78,3 +79,12 @@ async def test_saving_a_draft_again_updates_scenes_in_place(resources: Resources
     )
     after = await stories.scenes(story_id)
     assert [(s.sequence, s.scene_id, s.title) for s in after] == [(1, before[1], "new"), (2, before[2], "new")]
+
+
+async def test_story_and_its_job_row_are_written_together(resources: Resources):
+    """The one statement that writes the story also writes its pending job row."""
+    stories = StoryRepository(resources.db)
+    story_id = await processing_story(stories, resources, 1)
+    row = await resources.db.fetchrow("SELECT name, status, args FROM runner_jobs WHERE job_id = $1", f"job:{story_id}")
+    assert row is not None
+    assert (row["name"], row["status"]) == ("story_task.generate", "pending")
