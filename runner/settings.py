@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +26,7 @@ class Settings(BaseSettings):
 
     # Queue and workers.
     queue_name: str = Field("storymimi", min_length=1)
-    workers: int = Field(1, ge=1, le=64)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64, description="default: CPU count")
     worker_concurrency: int = Field(10, ge=1, le=10_000)
     job_timeout_s: float = Field(3600, gt=0)
     job_soft_timeout_s: float = Field(3300, gt=0)
