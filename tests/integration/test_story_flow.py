@@ -69,8 +69,14 @@ async def test_story_goes_from_post_to_completed_with_media(api: httpx.AsyncClie
     job = (await api.get(f"/jobs/{status['job_id']}")).json()
     assert (job["status"], job["attempts"], job["name"]) == ("completed", 1, "story_task.generate")
     assert job["result"] == {"story_id": created["story_id"], "scenes": 5, "media_jobs": 5}
-    media = [(await api.get(f"/jobs/media_task.generate:{created['story_id']}:{n}")).json() for n in range(1, 6)]
-    assert [m["status"] for m in media] == ["completed"] * 5
+    media: list[dict[str, Any]] = []
+
+    async def media_rows_completed() -> bool:  # the last one is recorded just after it completes the story
+        nonlocal media
+        media = [(await api.get(f"/jobs/media_task.generate:{created['story_id']}:{n}")).json() for n in range(1, 6)]
+        return [m["status"] for m in media] == ["completed"] * 5
+
+    await wait_for(media_rows_completed, timeout=5)
     outcomes = sorted(m["result"]["outcome"] for m in media)
     assert outcomes == ["completed_story", "saved", "saved", "saved", "saved"]
 
@@ -215,17 +221,26 @@ class SlowImages:
 async def test_metrics_count_outcomes_durations_and_queue_depth(
     api: httpx.AsyncClient, run_worker: RunWorker, settings: Settings
 ):
-    """/metrics shows job outcomes and durations per job name, jobs in flight and the queue depth."""
+    """/metrics shows job outcomes and durations per job name, jobs in flight and the queue depth, which
+    falls back to 0 once the last jobs have been taken off the queue (just after the story completes)."""
     await run_worker(registry)
     created = await post_story(api)
     await until_story(api, created["story_id"], "completed")
-    text = (await api.get("/metrics")).text
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    depth = f'runner_queue_depth{{kind="all",queue="{settings.queue_name}"}}'
+    media_done = 'runner_jobs_total{job_name="media_task.generate",outcome="completed"}'
+    samples: dict[str, str] = {}
+
+    async def drained() -> bool:
+        nonlocal samples
+        text = (await api.get("/metrics")).text
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        return samples.get(depth) == "0.0" and float(samples.get(media_done, 0)) >= 5
+
+    await wait_for(drained, timeout=5)
     assert float(samples['runner_jobs_total{job_name="story_task.generate",outcome="completed"}']) >= 1
     assert float(samples['runner_job_duration_seconds_count{job_name="story_task.generate",outcome="completed"}']) >= 1
     assert "runner_jobs_in_flight" in samples
     assert float(samples["runner_workers_alive"]) >= 1
-    assert samples[f'runner_queue_depth{{kind="all",queue="{settings.queue_name}"}}'] == "0.0"
 
 
 class CountingImages:
