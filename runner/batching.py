@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from runner.errors import ResourceNotOpenError
 from runner.outage import ride_out
 
 __all__ = ["Batcher"]
@@ -50,7 +51,7 @@ class Batcher(Generic[T]):
     async def submit(self, item: T, *, wait: bool = True) -> None:
         """Queue `item`; with `wait`, return once it is written (raising what the write raised)."""
         if self._task is None or self._closing:
-            raise RuntimeError(f"{self._name}: submit after close, or before `async with`")
+            raise ResourceNotOpenError(f"{self._name}: submit before `async with`, or after close")
         while len(self._items) >= self._max_items * 10:  # backpressure while the writer cannot keep up
             self._room.clear()
             await self._room.wait()

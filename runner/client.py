@@ -50,24 +50,19 @@ class JobClient:
 
         Both go out together: the row insert and the worker's first status write commute (the insert
         does nothing if the worker got there first), so the job need not wait for the row."""
-        self.spec(name).bind((), kwargs)  # refuse bad arguments before anything is written
+        job = self.pending(name, job_id=job_id, kwargs=kwargs)  # refuses bad arguments before any write
         queued, recorded = await asyncio.gather(  # the push first: the worker waits only for it
-            self.push(name, job_id=job_id, kwargs=kwargs), self.record(name, job_id=job_id, kwargs=kwargs)
+            self._enqueuer.enqueue(job.queue, job_id, name, kwargs), self.store.insert_pending(job)
         )
         return EnqueueResult(job_id, recorded, queued)
 
     async def record(self, name: str, *, job_id: str, kwargs: dict[str, Any], conn: Connection | None = None) -> bool:
         """Validate the arguments and write the `pending` row (in `conn`'s transaction if given)."""
-        spec = self.spec(name)
-        spec.bind((), kwargs)  # refuse bad arguments here, before anything is queued
-        assert spec.queue is not None
-        return await self.store.insert_pending(
-            job_id=job_id, name=name, queue=spec.queue, args=kwargs, max_tries=spec.max_tries, conn=conn
-        )
+        return await self.store.insert_pending(self.pending(name, job_id=job_id, kwargs=kwargs), conn=conn)
 
     def pending(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> PendingJob:
-        """The job's pending row, validated, for a caller to write with its own rows in one statement;
-        call `push()` after that statement has committed."""
+        """The job's pending row, its arguments validated: for `record()`, or for a caller to write with
+        its own rows in one statement (then call `push()` once that statement has committed)."""
         spec = self.spec(name)
         spec.bind((), kwargs)
         assert spec.queue is not None
@@ -75,9 +70,9 @@ class JobClient:
 
     async def push(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> bool:
         """Put the job in Redis; False if a job with this id is queued, running or recently finished."""
-        spec = self.spec(name)
-        assert spec.queue is not None
-        return await self._enqueuer.enqueue(spec.queue, job_id, name, kwargs)
+        queue = self.spec(name).queue
+        assert queue is not None
+        return await self._enqueuer.enqueue(queue, job_id, name, kwargs)
 
     async def request_cancel(self, job_id: str) -> JobRow | None:
         """Ask the workers to cancel `job_id` (arq's abort set); the row says `cancelled` once one has.

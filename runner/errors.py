@@ -2,18 +2,18 @@
 
 RunnerError
 ├── ConfigError                 a setting is missing or wrong
-├── ResourceNotOpenError        a process resource was used before open_resources()
+├── ResourceNotOpenError        a resource was used before it was opened (`async with`)
 ├── StartupError                Redis or Postgres never answered during start-up
 └── JobError                    raised by or around a job; decides retries
     ├── TransientError          worth retrying (timeouts, 429, 5xx, lost connections)
-    │   └── LeaseLostError      another worker took over this job
+    │   └── RetryLaterError     not a failure (a busy shared limit): run again later, no try used
     └── PermanentError          retrying cannot help; fail at once
         ├── PayloadError        the job in Redis is not valid JSON of arq's job shape
         ├── UnknownJobError     the payload names a job nobody registered
         ├── JobArgumentsError   the arguments do not match the job's signature
         └── JobTimeoutError     the hard time limit stopped the job
 
-SoftTimeLimitExceeded            raised inside a job at its soft limit (catch it to clean up)
+SoftTimeLimitExceeded            the outcome of a job stopped at its soft limit (see JobContext.past_soft_limit)
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ __all__ = [
     "JobArgumentsError",
     "JobError",
     "JobTimeoutError",
-    "LeaseLostError",
     "PayloadError",
     "PermanentError",
     "ResourceNotOpenError",
@@ -45,7 +44,7 @@ class ConfigError(RunnerError):
 
 
 class ResourceNotOpenError(RunnerError):
-    """A process resource was used before it was opened: use `async with open_resources(settings)`."""
+    """A resource was used before it was opened (or after it was closed): open it with `async with`."""
 
 
 class StartupError(RunnerError):
@@ -65,10 +64,6 @@ class TransientError(JobError):
     def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").splitlines()[0])
         self.retry_after_s = retry_after_s
-
-
-class LeaseLostError(TransientError):
-    """The job's lease expired and another worker may run it."""
 
 
 class RetryLaterError(TransientError):
@@ -99,4 +94,5 @@ class JobTimeoutError(PermanentError):
 
 
 class SoftTimeLimitExceeded(Exception):
-    """The job reached its soft time limit; it may clean up before the hard limit stops it."""
+    """The job was stopped at its soft time limit. Inside the job the limit arrives as a cancellation of
+    its current await, with `ctx.past_soft_limit()` true; this is the error the job is then failed with."""

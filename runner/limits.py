@@ -24,7 +24,7 @@ import structlog
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
-from runner.errors import RetryLaterError
+from runner.errors import ResourceNotOpenError, RetryLaterError
 
 __all__ = ["Limit", "Limiter"]
 
@@ -91,7 +91,7 @@ class Limiter:
     async def slot(self, limit: Limit) -> AsyncIterator[None]:
         """Hold one slot of `limit` for the body; raise RetryLaterError if none frees up in time."""
         if self._renewal is None:
-            raise RuntimeError("use the Limiter as `async with Limiter(redis) as limiter:` so held slots are renewed")
+            raise ResourceNotOpenError("open the Limiter with `async with Limiter(redis) as limiter:` first")
         key, token = f"{self._prefix}:{limit.name}", uuid.uuid4().hex
         await self._take(limit, key, token)
         self._held.setdefault(key, set()).add(token)

@@ -10,7 +10,7 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from runner.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
+from runner.metrics_dir import MULTIPROC_ENV
 
 __all__ = [
     "JOBS",
@@ -21,7 +21,6 @@ __all__ = [
     "WORKER_EXITS",
     "fleet_registry",
     "mark_process_dead",
-    "prepare_multiprocess_dir",
     "render",
 ]
 

@@ -134,19 +134,10 @@ class JobStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert_pending(
-        self,
-        *,
-        job_id: str,
-        name: str,
-        queue: str,
-        args: dict[str, Any],
-        max_tries: int,
-        conn: Connection | None = None,
-    ) -> bool:
+    async def insert_pending(self, job: PendingJob, conn: Connection | None = None) -> bool:
         """Record a new pending job; False if a row with this id exists already (it is left as it is)."""
         executor = conn if conn is not None else self._pool
-        status = await executor.execute(_INSERT_PENDING, job_id, name, queue, orjson.dumps(args).decode(), max_tries)
+        status = await executor.execute(_INSERT_PENDING, *job.params)
         return bool(status == "INSERT 0 1")
 
     async def move(self, t: Transition) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from runner.batching import Batcher
+from runner.errors import ResourceNotOpenError
 
 
 class Sink:
@@ -54,7 +55,7 @@ async def test_close_writes_fire_and_forget_items():
         for n in range(5):
             await batcher.submit(n, wait=False)
     assert sorted(n for b in sink.batches for n in b) == [0, 1, 2, 3, 4]
-    with pytest.raises(RuntimeError, match="submit after close"):
+    with pytest.raises(ResourceNotOpenError, match="after close"):
         await batcher.submit(9)
 
 
