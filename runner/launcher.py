@@ -124,7 +124,9 @@ class _LeaseReleaser:
             WORKER_EXITS.labels("crashed").inc()
         if self._redis is None:
             self._redis = await connect_redis(self._settings)
-        released = await release_dead_worker(self._redis, instance, self._settings.queue_name)
+        released = await release_dead_worker(
+            self._redis, instance, self._settings.queue_name, self._settings.lease_ttl_s
+        )
         if released:
             log.warning("dead_worker_leases_released", worker_id=instance, exit_code=exit_code, jobs=released)
 

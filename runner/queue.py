@@ -7,11 +7,20 @@ Layout (arq's, so arq's client and `Job` keep working):
     arq:retry:<id>               how many times the job was started (a try counter)
     arq:result:<id>              the JSON result envelope, kept KEEP_RESULT_S
     runner:leases:<worker>       ids a worker holds leases on, so its supervisor can free them when it dies
-    runner:wake:<queue>          tokens idle workers block on (BLPOP) instead of polling; enqueue pushes one
+    runner:wake:<queue>          tokens idle workers block on (BLPOP) instead of polling
+    runner:idle:<queue>          sorted set of idle workers ("<lease ms>:<worker>"), scored by when the entry lapses
+    runner:inbox:<worker>        jobs an enqueue handed straight to that idle worker, already leased to it
 
 arq guards a running job with an in-progress key that lives for the job timeout + 10 s, so a job whose
 worker died waits up to an hour. Here that key is a lease of LEASE_TTL_S that the worker renews; only its
 owner may renew, release or finish it.
+
+Hand-off: a worker whose claim finds nothing registers as idle in the same script and blocks on its inbox
+and the wake list together. An enqueue of a job due now that finds an idle worker leases the job to it and
+pushes the payload into its inbox, so the job reaches the worker in the blocking pop's reply: two hops
+(enqueue, reply) instead of three (enqueue, wake-up, claim). A handed-off job is claimed in every way that
+matters (lease, try counted, listed in the worker's lease set, still in the queue), so a worker that dies
+with a full inbox loses nothing: its leases are freed by its supervisor or lapse like any other.
 """
 
 from __future__ import annotations
@@ -34,7 +43,18 @@ from arq.jobs import serialize_job
 
 from runner import serializer
 
-__all__ = ["Claim", "ClaimedJob", "Enqueuer", "Finished", "RedisQueue", "leases_key", "release_dead_worker", "wake_key"]
+__all__ = [
+    "Claim",
+    "ClaimedJob",
+    "Enqueuer",
+    "Finished",
+    "RedisQueue",
+    "idle_key",
+    "inbox_key",
+    "leases_key",
+    "release_dead_worker",
+    "wake_key",
+]
 
 _RETRY_KEY_TTL_MS = 88_400_000  # as arq
 
@@ -45,6 +65,19 @@ _CLAIM = """
 local queue, now, want, lease_ms = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local worker, scan = ARGV[4], tonumber(ARGV[5])
 local out, got, offset = {}, 0, 0
+-- No longer idle; take what enqueues handed us since our last wait (only if still leased to us).
+redis.call('ZREM', ARGV[12], ARGV[13])
+for _, item in ipairs(redis.call('LRANGE', ARGV[14], 0, -1)) do
+  local n, rest = string.match(item, '^(%d+)|(.*)$')
+  local id = string.sub(rest, 1, tonumber(n))
+  if redis.call('GET', ARGV[6] .. id) == worker then
+    redis.call('PEXPIRE', ARGV[6] .. id, lease_ms)
+    out[#out + 1] = {id, redis.call('GET', ARGV[7] .. id), redis.call('GET', ARGV[8] .. id) or 1,
+                     redis.call('ZSCORE', queue, id) or now, redis.call('ZSCORE', 'arq:abort', id) and 1 or 0}
+    got = got + 1
+  end
+end
+redis.call('DEL', ARGV[14])
 while got < want and offset < scan do
   local page = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, 200)
   if #page == 0 then break end
@@ -66,18 +99,41 @@ if got > 0 then
   redis.call('PEXPIRE', ARGV[10], lease_ms * 4)
   return {-1, out}
 end
--- Nothing to run: drop stale wake-ups (an enqueue after this script pushes a fresh one, so none is
--- lost) and say when the next deferred job falls due, so the caller can sleep exactly that long.
+-- Nothing to run: register as idle so the next enqueue hands its job straight to us, drop stale
+-- wake-ups (an enqueue after this script hands off or pushes a fresh one, so none is lost), and say
+-- when the next deferred job falls due, so the caller can sleep exactly that long.
+redis.call('ZADD', ARGV[12], ARGV[15], ARGV[13])
 redis.call('DEL', ARGV[11])
 local nxt = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {nxt[2] or -1, out}
 """
 
-# Enqueue in one round trip: refuse a duplicate id, store the payload, queue it, wake an idle worker.
+# Enqueue in one round trip: refuse a duplicate id, store the payload, queue it, and either hand it to an
+# idle worker (lease it to that worker and push it into its inbox) or push a wake-up token.
+# An inbox item is "<len(id)>|<id>|<try>|<due ms>|<aborted>|<payload>".
 _ENQUEUE = """
 if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+local id, payload, due, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+redis.call('SET', KEYS[2], payload, 'PX', ARGV[4])
+redis.call('ZADD', KEYS[1], due, id)
+if tonumber(due) <= tonumber(now) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  local idle = redis.call('ZPOPMIN', KEYS[5])
+  if idle[1] then
+    local lease_ms, worker = string.match(idle[1], '^(%d+):(.*)$')
+    if redis.call('SET', ARGV[6] .. id, worker, 'NX', 'PX', lease_ms) then
+      redis.call('SADD', ARGV[8] .. worker, id)
+      redis.call('PEXPIRE', ARGV[8] .. worker, tonumber(lease_ms) * 4)
+      local try = redis.call('INCR', ARGV[7] .. id)
+      redis.call('PEXPIRE', ARGV[7] .. id, ARGV[10])
+      local aborted = redis.call('ZSCORE', 'arq:abort', id) and 1 or 0
+      local inbox = ARGV[9] .. worker
+      redis.call('RPUSH', inbox, #id .. '|' .. id .. '|' .. try .. '|' .. due .. '|' .. aborted .. '|' .. payload)
+      redis.call('PEXPIRE', inbox, tonumber(lease_ms) * 4)
+      return 2
+    end
+  end
+end
 redis.call('LPUSH', KEYS[4], 1)
 redis.call('LTRIM', KEYS[4], 0, 999)
 redis.call('PEXPIRE', KEYS[4], 60000)
@@ -139,10 +195,13 @@ return 1
 """
 
 
-# Release every lease a dead worker held, so its jobs run again now rather than when the leases expire.
+# Release every lease a dead worker held, so its jobs run again now rather than when the leases expire,
+# and forget its idle entry and inbox (their jobs are in its lease set too).
 # The crash keeps the try it used: a job that keeps killing its worker runs out of tries.
 _RELEASE_DEAD = """
 local released = {}
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[4])
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('GET', ARGV[1] .. id) == ARGV[2] then
     redis.call('DEL', ARGV[1] .. id)
@@ -154,24 +213,67 @@ redis.call('DEL', KEYS[1])
 return released
 """
 
+# Stop being idle without claiming (the worker is full or stopping): leave the idle set and give back
+# what enqueues handed us meanwhile, with its try, to be claimed by whoever is free.
+_WITHDRAW = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local n = 0
+for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local len, rest = string.match(item, '^(%d+)|(.*)$')
+  local id = string.sub(rest, 1, tonumber(len))
+  if redis.call('GET', ARGV[3] .. id) == ARGV[2] then
+    redis.call('DEL', ARGV[3] .. id)
+    redis.call('SREM', KEYS[3], id)
+    if tonumber(redis.call('GET', ARGV[4] .. id) or '0') > 0 then redis.call('DECR', ARGV[4] .. id) end
+    redis.call('LPUSH', KEYS[4], 1)
+    n = n + 1
+  end
+end
+redis.call('DEL', KEYS[2])
+return n
+"""
+
 
 def leases_key(worker_id: str) -> str:
     """The set of job ids a worker holds leases on (kept by the scripts above, read when it dies)."""
-    return f"runner:leases:{worker_id}"
+    return f"{_LEASES_PREFIX}{worker_id}"
 
 
 def wake_key(queue: str) -> str:
-    """The list idle workers block on; every enqueue of a job due now pushes a token."""
+    """The list idle workers block on; an enqueue that finds no idle worker to hand to pushes a token."""
     return f"runner:wake:{queue}"
 
 
-async def release_dead_worker(redis: ArqRedis, worker_id: str, queue: str) -> list[str]:
+def idle_key(queue: str) -> str:
+    """The queue's idle workers, which an enqueue hands its job to directly."""
+    return f"runner:idle:{queue}"
+
+
+def inbox_key(worker_id: str) -> str:
+    """Jobs handed to one worker by enqueues, already leased to it."""
+    return f"{_INBOX_PREFIX}{worker_id}"
+
+
+def _idle_member(worker_id: str, lease_ms: int) -> str:
+    return f"{lease_ms}:{worker_id}"  # the enqueue script leases the job for this long
+
+
+_LEASES_PREFIX = "runner:leases:"
+_INBOX_PREFIX = "runner:inbox:"
+
+
+async def release_dead_worker(redis: ArqRedis, worker_id: str, queue: str, lease_ttl_s: float) -> list[str]:
     """Free the leases of a worker known to be dead; return the ids of the jobs that can now run."""
     script = redis.register_script(_RELEASE_DEAD)
     released: list[Any] = await script(
-        keys=[leases_key(worker_id), wake_key(queue)], args=[in_progress_key_prefix, worker_id]
+        keys=[leases_key(worker_id), wake_key(queue), idle_key(queue), inbox_key(worker_id)],
+        args=[in_progress_key_prefix, worker_id, _idle_member(worker_id, _lease_ms(lease_ttl_s))],
     )
     return [_text(x) for x in released]
+
+
+def _lease_ms(lease_ttl_s: float) -> int:
+    return max(int(lease_ttl_s * 1000), 100)
 
 
 class Enqueuer:
@@ -187,9 +289,10 @@ class Enqueuer:
         due = now + int(defer_s * 1000)
         payload = serialize_job(name, (), kwargs, None, now, serializer=serializer.serialize)
         queued = await self._script(
-            keys=[queue, job_key_prefix + job_id, result_key_prefix + job_id, wake_key(queue)],
-            args=[job_id, payload, due, due - now + expires_extra_ms],
-        )
+            keys=[queue, job_key_prefix + job_id, result_key_prefix + job_id, wake_key(queue), idle_key(queue)],
+            args=[job_id, payload, due, due - now + expires_extra_ms, now, in_progress_key_prefix,
+                  retry_key_prefix, _LEASES_PREFIX, _INBOX_PREFIX, _RETRY_KEY_TTL_MS],
+        )  # fmt: skip
         return bool(queued)
 
 
@@ -228,25 +331,44 @@ class RedisQueue:
         self._redis = redis
         self.queue = queue
         self.worker_id = worker_id
-        self.lease_ms = max(int(lease_ttl_s * 1000), 100)
+        self.lease_ms = _lease_ms(lease_ttl_s)
         self._leases = leases_key(worker_id)
         self._wake = wake_key(queue)
+        self._idle = idle_key(queue)
+        self._idle_member = _idle_member(worker_id, self.lease_ms)
+        self._inbox = inbox_key(worker_id)
+        self.idle = False  # registered as idle by the last claim: enqueues may hand us jobs
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._claim_one = redis.register_script(_CLAIM_ONE)
         self._finish = redis.register_script(_FINISH)
         self._release = redis.register_script(_RELEASE)
+        self._withdraw = redis.register_script(_WITHDRAW)
 
-    async def claim(self, now_ms: int, limit: int, scan_limit: int = 10_000) -> Claim:
-        """Lease up to `limit` due jobs in one round trip."""
+    async def claim(self, now_ms: int, limit: int, *, idle_for_s: float, scan_limit: int = 10_000) -> Claim:
+        """Lease up to `limit` due jobs in one round trip, first taking any jobs handed to us.
+
+        If there are none, we are registered as idle for `idle_for_s` (the caller then waits in
+        `wait_for_work`, and must claim again or `withdraw()` before that time is up)."""
         next_due, rows = await self._claim(
             keys=[self.queue],
             args=[now_ms, limit, self.lease_ms, self.worker_id, scan_limit, in_progress_key_prefix,
-                  job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS, self._leases, self._wake],
+                  job_key_prefix, retry_key_prefix, _RETRY_KEY_TTL_MS, self._leases, self._wake,
+                  self._idle, self._idle_member, self._inbox, now_ms + int(idle_for_s * 1000)],
         )  # fmt: skip
         jobs = [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), bool(r[4])) for r in rows]
+        self.idle = not jobs
         due = int(float(next_due))
         return Claim(jobs, due if due >= 0 else None)
+
+    async def withdraw(self) -> int:
+        """Stop being idle without claiming: give back the jobs handed to us meanwhile; how many."""
+        self.idle = False
+        given_back: int = await self._withdraw(
+            keys=[self._idle, self._inbox, self._leases, self._wake],
+            args=[self._idle_member, self.worker_id, in_progress_key_prefix, retry_key_prefix],
+        )
+        return given_back
 
     async def wake(self) -> None:
         """Wake one idle worker of this queue (a deferred job just fell due)."""
@@ -255,13 +377,21 @@ class RedisQueue:
             pipe.ltrim(self._wake, 0, 999)
             await pipe.execute()
 
-    async def wait_for_wake(self, timeout_s: float) -> bool:
-        """Block until an enqueue wakes us or `timeout_s` passes; True if woken."""
+    async def wait_for_work(self, timeout_s: float) -> ClaimedJob | None:
+        """Block until an enqueue hands us a job (returned), wakes us (None: claim now), or `timeout_s`
+        passes (None). Call only while idle, that is right after a claim that found nothing."""
         # BLPOP takes fractional seconds since Redis 6 (redis-py's typing says int only).
         reply = await self._redis.execute_command(  # type: ignore[no-untyped-call]
-            "BLPOP", self._wake, f"{max(timeout_s, 0.001):.3f}"
+            "BLPOP", self._inbox, self._wake, f"{max(timeout_s, 0.001):.3f}"
         )
-        return reply is not None
+        if reply is None or _text(reply[0]) != self._inbox:
+            return None
+        self.idle = False  # the enqueue that handed us this job took our idle entry
+        return _unpack_handed(reply[1])
+
+    async def release_all(self) -> list[str]:
+        """Free every lease we still hold (at exit, once no job runs): as if we had died, but now."""
+        return await release_dead_worker(self._redis, self.worker_id, self.queue, self.lease_ms / 1000)
 
     async def claim_one(self, job_id: str) -> ClaimedJob | None:
         """Lease `job_id` now if it is queued and nobody holds it (used to cancel aborted queued jobs)."""
@@ -315,6 +445,14 @@ class RedisQueue:
                   in_progress_key_prefix, job_key_prefix, retry_key_prefix, int(time.time() * 1000)],
         )  # fmt: skip
         return bool(released)
+
+
+def _unpack_handed(item: bytes) -> ClaimedJob:
+    """Decode an inbox item (see _ENQUEUE): "<len(id)>|<id>|<try>|<due ms>|<aborted>|<payload>"."""
+    length, rest = item.split(b"|", 1)
+    n = int(length)
+    try_count, due, aborted, payload = rest[n + 1 :].split(b"|", 3)
+    return ClaimedJob(rest[:n].decode(), payload, int(try_count), int(float(due)), aborted == b"1")
 
 
 def _text(value: bytes | str) -> str:

@@ -66,12 +66,14 @@ class Worker:
         self._process = psutil.Process()
         self.ready = asyncio.Event()
         self._on_retire = on_retire
-        self._stop_waiter: asyncio.Task[bool] | None = None
+        self._blocked: asyncio.Task[None] | None = None  # the claim loop, while blocked waiting for work
 
     def stop(self) -> None:
         """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
         self._stopping.set()
         self._wake.set()
+        if self._blocked is not None:  # give up the blocked read (a job handed meanwhile is withdrawn)
+            self._blocked.cancel()
 
     def force_stop(self) -> None:
         """Stop now: cancel running jobs, which give their jobs back to the queue (second Ctrl-C)."""
@@ -94,9 +96,10 @@ class Worker:
             try:
                 await self._claim_loop(executor)
                 await self._drain()
+                with suppress(RedisError, OSError):  # e.g. a job handed over as our blocked read was cancelled
+                    if released := await queue.release_all():
+                        log.warning("leases_released_at_exit", jobs=released)
             finally:
-                if self._stop_waiter is not None:
-                    self._stop_waiter.cancel()
                 WORKERS_ALIVE.dec()
                 WORKER_EXITS.labels(self.exit_reason.value).inc()
                 for task in (renew, sweep, aborts):
@@ -122,38 +125,49 @@ class Worker:
             yield _Executor(jobs, queue, specs, resources)
 
     async def _claim_loop(self, executor: _Executor) -> None:
-        failures = 0
+        queue, failures = executor.queue, 0
+        # Idle, we stay registered for a hand-off a little longer than one wait can last.
+        idle_for_s = self.settings.poll_interval_s + 1.0
         while not self._stopping.is_set():
-            free = self.settings.worker_concurrency - len(self._busy)
-            if free <= 0:
-                await self._sleep(None)
-                continue
             try:
-                claim = await executor.queue.claim(int(time.time() * 1000), free)
+                free = self.settings.worker_concurrency - len(self._busy)
+                if free <= 0:
+                    if queue.idle:  # an abort claimed our last slot while we were idle
+                        await queue.withdraw()
+                    await self._sleep(None)
+                    continue
+                claim = await queue.claim(int(time.time() * 1000), free, idle_for_s=idle_for_s)
                 for job in claim.jobs:
                     self._start(executor.jobs, job)
-                if not claim.jobs:
-                    await self._wait_for_work(executor.queue, claim.next_due_ms)
+                if not claim.jobs and (handed := await self._wait_for_work(queue, claim.next_due_ms)):
+                    self._start(executor.jobs, handed)
+                    await asyncio.sleep(0)  # let the job start before we go back to Redis for more
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("claim_failed", error=repr(exc), consecutive=failures)
                 await self._sleep(min(0.05 * 2**failures, 1.0))
+        with suppress(RedisError, OSError):
+            if queue.idle:  # give back anything handed to us after our last claim
+                await queue.withdraw()
 
-    async def _wait_for_work(self, queue: RedisQueue, next_due_ms: int | None) -> None:
-        """Block on the queue's wake-up list until an enqueue, the next deferred job's due time, the
-        fallback poll (POLL_INTERVAL_S), or stop, whichever comes first."""
+    async def _wait_for_work(self, queue: RedisQueue, next_due_ms: int | None) -> ClaimedJob | None:
+        """Block until an enqueue hands us a job (returned) or wakes us, the next deferred job's due time,
+        the fallback poll (POLL_INTERVAL_S), or stop, whichever comes first."""
         timeout = self.settings.poll_interval_s
         if next_due_ms is not None:
             timeout = min(timeout, max(next_due_ms / 1000 - time.time(), 0.001))
-        if self._stop_waiter is None:  # one waiter for the worker's life, not one per idle wait
-            self._stop_waiter = asyncio.create_task(self._stopping.wait(), name="stop-waiter")
-        woken = asyncio.create_task(queue.wait_for_wake(timeout))
-        await asyncio.wait({woken, self._stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if not woken.done():
-            woken.cancel()  # stopping: give up the blocked read
-        elif woken.exception() is not None:
-            raise woken.exception()  # type: ignore[misc]
+        # Awaited in place, not in a task raced against a stop event: the hand-off path is the latency
+        # path, and each extra task costs a loop iteration. stop() cancels us here instead.
+        self._blocked = task = asyncio.current_task()
+        try:
+            return await queue.wait_for_work(timeout)
+        except asyncio.CancelledError:
+            if self._stopping.is_set() and task is not None and task.uncancel() == 0:
+                return None  # cancelled by stop(), nobody else: leave the loop normally
+            raise
+        finally:
+            self._blocked = None
 
     def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
         task = asyncio.create_task(executor.execute(job), name=f"job:{job.job_id}")

@@ -249,7 +249,7 @@ async def test_expired_lease_lets_another_worker_run_the_job(
     job_id = f"orphan-{settings.queue_name}"
     await client.enqueue("probe.record", job_id=job_id, tag="orphan")
     ghost = RedisQueue(resources.redis, queue=settings.queue_name, worker_id="ghost", lease_ttl_s=0.5)
-    assert [c.job_id for c in (await ghost.claim(int(time.time() * 1000), 1)).jobs] == [job_id]
+    assert [c.job_id for c in (await ghost.claim(int(time.time() * 1000), 1, idle_for_s=1)).jobs] == [job_id]
     lost_at = time.monotonic()
     await run_worker(REGISTRY, settings)
     await until_status(client, job_id, JobStatus.COMPLETED)
