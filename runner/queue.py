@@ -25,6 +25,7 @@ with a full inbox loses nothing: its leases are freed by its supervisor or lapse
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.jobs import serialize_job
+from redis.exceptions import ConnectionError
 
 from runner import serializer
+from runner.scripts import Call, run_many
 
 __all__ = [
     "Claim",
@@ -278,22 +281,59 @@ def _lease_ms(lease_ttl_s: float) -> int:
 
 class Enqueuer:
     """Puts jobs on queues in one round trip each: arq's layout and envelope, JSON payload, and a
-    wake-up for an idle worker. A job id already queued, running or with a kept result is refused."""
+    hand-off to an idle worker or a wake-up. A job id already queued, running or with a kept result is
+    refused.
+
+    Enqueues made while a round trip is under way go out together in the next one (group commit, as
+    for status writes): one enqueue alone goes out at once, and under load, for example an API answering
+    many requests or a job fanning out, many share one round trip instead of paying for one each."""
 
     def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
         self._script = redis.register_script(_ENQUEUE)
+        self._waiting: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._sending = False
+        self._next: asyncio.Task[None] | None = None  # referenced so the loop does not drop it
 
     async def enqueue(self, queue: str, job_id: str, name: str, kwargs: dict[str, Any], *, defer_s: float = 0) -> bool:
         """True if the job was queued; False if a job with this id exists (it is left as it is)."""
         now = int(time.time() * 1000)
         due = now + int(defer_s * 1000)
         payload = serialize_job(name, (), kwargs, None, now, serializer=serializer.serialize)
-        queued = await self._script(
-            keys=[queue, job_key_prefix + job_id, result_key_prefix + job_id, wake_key(queue), idle_key(queue)],
-            args=[job_id, payload, due, due - now + expires_extra_ms, now, in_progress_key_prefix,
-                  retry_key_prefix, _LEASES_PREFIX, _INBOX_PREFIX, _RETRY_KEY_TTL_MS],
+        call = (
+            [queue, job_key_prefix + job_id, result_key_prefix + job_id, wake_key(queue), idle_key(queue)],
+            [job_id, payload, due, due - now + expires_extra_ms, now, in_progress_key_prefix,
+             retry_key_prefix, _LEASES_PREFIX, _INBOX_PREFIX, _RETRY_KEY_TTL_MS],
         )  # fmt: skip
-        return bool(queued)
+        reply = asyncio.get_running_loop().create_future()
+        self._waiting.append((call, reply))
+        if not self._sending:  # nothing in flight: send now, in this task (no hop through another)
+            await self._send()
+        return bool(await reply)
+
+    async def _send(self) -> None:
+        """Send every waiting enqueue in one round trip; what arrives meanwhile goes next, together."""
+        self._sending = True
+        batch, self._waiting = self._waiting, []
+        try:
+            try:
+                replies = await run_many(self._redis, self._script, [call for call, _ in batch])
+            except Exception as exc:  # the connection failed: every enqueue in the batch failed
+                replies = [exc] * len(batch)
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if future.done():  # its caller was cancelled
+                    continue
+                if isinstance(reply, BaseException):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        finally:
+            for _, future in batch:  # only if we were cancelled mid-send: nobody waits forever
+                if not future.done():
+                    future.set_exception(ConnectionError("the enqueue was interrupted; it may or may not be queued"))
+            self._sending = bool(self._waiting)
+            if self._waiting:
+                self._next = asyncio.create_task(self._send(), name="enqueue-batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,16 +466,16 @@ class RedisQueue:
         await self.finish_many([Finished(job_id, result, keep_result_ms)])
 
     async def finish_many(self, finished: Sequence[Finished]) -> None:
-        """Finish several jobs in one round trip (one pipeline of the finish script)."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for f in finished:
-                await self._finish(
-                    keys=[self.queue, self._leases],
-                    args=[f.job_id, self.worker_id, f.result or b"", f.keep_result_ms,
-                          job_key_prefix, retry_key_prefix, result_key_prefix, in_progress_key_prefix],
-                    client=pipe,
-                )  # fmt: skip
-            await pipe.execute()
+        """Finish several jobs in one round trip."""
+        calls = [
+            ([self.queue, self._leases],
+             [f.job_id, self.worker_id, f.result or b"", f.keep_result_ms,
+              job_key_prefix, retry_key_prefix, result_key_prefix, in_progress_key_prefix])
+            for f in finished
+        ]  # fmt: skip
+        for reply in await run_many(self._redis, self._finish, calls):
+            if isinstance(reply, Exception):
+                raise reply
 
     async def release(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
         """Drop our lease and make the job due again at `due_ms`; False if the lease was not ours."""

@@ -23,6 +23,7 @@ def worker(resources: Resources, settings: Settings, name: str, lease_ttl_s: flo
 
 
 async def enqueue(resources: Resources, settings: Settings, job_id: str, *, defer_s: float = 0) -> None:
+    """Job ids are global keys in Redis; each test runs on its own queue, so tests use distinct ids."""
     assert await Enqueuer(resources.redis).enqueue(settings.queue_name, job_id, "x.job", {"n": 1}, defer_s=defer_s)
 
 
