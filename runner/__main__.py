@@ -62,6 +62,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     registry = _load(args.jobs)
     if not isinstance(registry, Registry):
         raise SystemExit(f"--jobs {args.jobs} must name a runner.registry.Registry, got {type(registry).__name__}")
+    import runner.worker  # noqa: F401 - imported now so the frozen start-up heap includes it
+    from runner.heap import freeze_startup_heap
+
+    freeze_startup_heap()
     code: int = uvloop.run(_worker_main(settings, registry, args.worker_id))
     return code
 
@@ -117,8 +121,12 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     import uvloop
 
+    from runner.heap import freeze_startup_heap
+
     config = uvicorn.Config(args.app, factory=True, host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on")  # fmt: skip
+    config.load()  # import and build the app now, so the frozen start-up heap includes it
+    freeze_startup_heap()
     uvloop.run(uvicorn.Server(config).serve())
     return 0
 
