@@ -42,17 +42,23 @@ async def wait_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes]
     raise SystemExit("the API was not ready within 60 s")
 
 
-def fleet_rss_mib(supervisor: int) -> tuple[float, float]:
-    """(workers' RSS, API's RSS) in MiB."""
-    workers = api = 0.0
-    for child in psutil.Process(supervisor).children():
-        cmd = child.cmdline()
-        rss = child.memory_info().rss / 2**20
-        if "worker" in cmd:
-            workers += rss
-        elif "api" in cmd:
-            api += rss
-    return workers, api
+def fleet_memory_mib(supervisor: int) -> dict[str, float]:
+    """RSS of the workers (summed), the API and the supervisor, and the whole fleet's PSS, in MiB.
+
+    Summed RSS counts pages the processes share (the same shared libraries) once per process; PSS
+    splits each shared page between its users, so the PSS sum is what the fleet costs the machine."""
+    memory = {"workers_rss_mib": 0.0, "api_rss_mib": 0.0, "supervisor_rss_mib": 0.0, "fleet_pss_mib": 0.0}
+    root = psutil.Process(supervisor)
+    for process in (root, *root.children()):
+        try:
+            info = process.memory_full_info()
+            cmd = process.cmdline()
+        except psutil.NoSuchProcess:  # a worker recycled between the listing and the read
+            continue
+        role = "supervisor" if process.pid == supervisor else "workers" if "worker" in cmd else "api"
+        memory[f"{role}_rss_mib"] += info.rss / 2**20
+        memory["fleet_pss_mib"] += info.pss / 2**20
+    return memory
 
 
 async def run(stories: int, workers: int, latency_ms: int, concurrency: int) -> dict[str, float]:
@@ -72,14 +78,14 @@ async def run(stories: int, workers: int, latency_ms: int, concurrency: int) -> 
                 posted = await asyncio.gather(*(client.post("/stories/", json=body) for _ in range(stories)))
                 ids = [r.json()["story_id"] for r in posted]
                 db = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres")
-                rss_peak = (0.0, 0.0)
+                peak = fleet_memory_mib(fleet.pid)
                 try:
                     while await db.fetchval(
                         "SELECT count(*) FROM stories WHERE story_id = ANY($1::uuid[]) AND status IN ('completed', 'failed')",
                         ids,
                     ) < len(ids):
-                        rss = fleet_rss_mib(fleet.pid)
-                        rss_peak = (max(rss_peak[0], rss[0]), max(rss_peak[1], rss[1]))
+                        for key, mib in fleet_memory_mib(fleet.pid).items():
+                            peak[key] = max(peak.get(key, 0.0), mib)
                         await asyncio.sleep(0.02)
                     wall = time.monotonic() - started
                     rows = await db.fetch(
@@ -97,7 +103,7 @@ async def run(stories: int, workers: int, latency_ms: int, concurrency: int) -> 
         "stories": stories, "failed": sum(r["status"] != "completed" for r in rows), "wall_s": wall,
         "per_min": stories / wall * 60, "p50_s": statistics.median(latencies),
         "p95_s": latencies[max(0, int(len(latencies) * 0.95) - 1)],
-        "workers_rss_mib": rss_peak[0], "api_rss_mib": rss_peak[1],
+        **peak,
     }  # fmt: skip
 
 
@@ -111,10 +117,13 @@ def main() -> None:
     r = asyncio.run(run(args.stories, args.workers, args.latency_ms, args.concurrency))
     print(f"\n{args.stories} stories x {5} scenes at once, WORKERS={args.workers}, WORKER_CONCURRENCY={args.concurrency}, "
           f"offline provider at {args.latency_ms} ms a call\n")  # fmt: skip
-    print("| stories | failed | wall s | stories/min | p50 s | p95 s | workers RSS MiB (peak, sum) | API RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| stories | failed | wall s | stories/min | p50 s | p95 s | workers RSS MiB (sum) | API RSS | supervisor RSS "
+          "| fleet PSS MiB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {r['stories']:.0f} | {r['failed']:.0f} | {r['wall_s']:.2f} | {r['per_min']:.0f} | {r['p50_s']:.2f} | "
-          f"{r['p95_s']:.2f} | {r['workers_rss_mib']:.0f} | {r['api_rss_mib']:.0f} |")  # fmt: skip
+          f"{r['p95_s']:.2f} | {r['workers_rss_mib']:.0f} | {r['api_rss_mib']:.0f} | {r['supervisor_rss_mib']:.0f} | "
+          f"{r['fleet_pss_mib']:.0f} |")  # fmt: skip
+    print("\nMemory is each figure's peak while the stories ran; PSS shares each shared page among its users.")
 
 
 if __name__ == "__main__":
