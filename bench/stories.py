@@ -55,7 +55,12 @@ def fleet_memory_mib(supervisor: int) -> dict[str, float]:
             cmd = process.cmdline()
         except psutil.NoSuchProcess:  # a worker recycled between the listing and the read
             continue
-        role = "supervisor" if process.pid == supervisor else "workers" if "worker" in cmd else "api"
+        if process.pid == supervisor:
+            role = "supervisor"
+        elif "worker" in cmd or "api" in cmd:
+            role = "workers" if "worker" in cmd else "api"
+        else:
+            continue  # the embedded Redis and Postgres servers
         memory[f"{role}_rss_mib"] += info.rss / 2**20
         memory["fleet_pss_mib"] += info.pss / 2**20
     return memory
