@@ -10,8 +10,11 @@ import time
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 
 from runner.queue import Enqueuer, RedisQueue, idle_key, inbox_key, release_dead_worker
+from runner.registry import Registry
 from runner.resources import Resources
 from runner.settings import Settings
+from runner.worker import Worker
+from tests.conftest import MakeSettings, wait_for
 
 
 def now_ms() -> int:
@@ -134,3 +137,24 @@ async def test_a_dead_idle_worker_is_forgotten(resources: Resources, settings: S
     await dead.claim(now_ms(), 5, idle_for_s=60)
     await release_dead_worker(resources.redis, "idle-j", settings.queue_name, settings.lease_ttl_s)
     assert await resources.redis.zcard(idle_key(settings.queue_name)) == 0
+
+
+async def test_an_idle_worker_stops_at_once_and_leaves_no_idle_entry(resources: Resources, make_settings: MakeSettings):
+    """stop() interrupts the blocked read (POLL_INTERVAL_S is 30 s here), and a stopped worker is not
+    handed jobs: the next enqueue stays in the queue for whoever is running."""
+    settings = make_settings(poll_interval_s=30)
+    worker = Worker(settings, Registry(specs=()))
+    task = asyncio.create_task(worker.run())
+    key = idle_key(settings.queue_name)
+    await wait_for(lambda: _has_members(resources, key))
+    started = time.monotonic()
+    worker.stop()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 1
+    assert await resources.redis.zcard(key) == 0
+    await enqueue(resources, settings, f"{settings.queue_name}:after-stop")
+    assert await resources.redis.exists(in_progress_key_prefix + f"{settings.queue_name}:after-stop") == 0
+
+
+async def _has_members(resources: Resources, key: str) -> bool:
+    return bool(await resources.redis.zcard(key))
