@@ -74,6 +74,7 @@ class Worker:
         self._wake.set()
         if self._blocked is not None:  # give up the blocked read (a job handed meanwhile is withdrawn)
             self._blocked.cancel()
+            self._blocked = None  # once: a second stop() must not cancel the loop a second time
 
     def force_stop(self) -> None:
         """Stop now: cancel running jobs, which give their jobs back to the queue (second Ctrl-C)."""

@@ -149,6 +149,7 @@ async def test_an_idle_worker_stops_at_once_and_leaves_no_idle_entry(resources: 
     await wait_for(lambda: _has_members(resources, key))
     started = time.monotonic()
     worker.stop()
+    worker.stop()  # twice, as a retiring worker then a signal would: still one clean stop
     await asyncio.wait_for(task, 5)
     assert time.monotonic() - started < 1
     assert await resources.redis.zcard(key) == 0
