@@ -14,9 +14,9 @@ from jobs import registry
 from jobs.repository import StoryRepository
 from jobs.storage import LocalMediaStorage
 from runner.client import JobClient
-from runner.migrations import apply_migrations
 from runner.resources import open_resources
 from runner.settings import Settings
+from runner.store.migrations import apply_migrations
 
 __all__ = ["create_app"]
 

@@ -26,7 +26,7 @@ import httpx
 import psutil
 
 from bench.stories import wait_ready
-from runner.embedded import free_port
+from runner.devservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"title": "", "prompt": "a bench story about a brave teapot", "user_id": "bench"}

@@ -27,10 +27,10 @@ import psutil
 from jobs import STORY_JOB, registry
 from jobs.repository import StoryRepository
 from runner.client import JobClient
-from runner.embedded import EmbeddedPostgres, EmbeddedValkey
-from runner.migrations import apply_migrations
+from runner.devservers import EmbeddedPostgres, EmbeddedValkey
 from runner.resources import open_resources
 from runner.settings import Settings
+from runner.store.migrations import apply_migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 

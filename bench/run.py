@@ -40,7 +40,7 @@ from typing import Any
 import psutil
 import redis
 
-from runner.embedded import EmbeddedPostgres, EmbeddedValkey
+from runner.devservers import EmbeddedPostgres, EmbeddedValkey
 
 ROOT = Path(__file__).resolve().parents[1]
 CELERY_VENV = ROOT / "bench" / ".venv-celery"

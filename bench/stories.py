@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import psutil
 
-from runner.embedded import free_port
+from runner.devservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
-from runner.store import PendingJob
+from runner.store.jobs import PendingJob
 
 __all__ = ["SceneOutcome", "SceneRecord", "StoryRecord", "StoryRepository", "StoryStatus", "scene_id_for"]
 

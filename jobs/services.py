@@ -17,7 +17,7 @@ from jobs.providers.offline import offline_providers
 from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
 from jobs.repository import StoryRepository
 from jobs.storage import LocalMediaStorage, MediaStorage
-from runner.limits import Limit, Limiter
+from runner.broker.slots import Limit, Limiter
 from runner.resources import Resources
 from runner.settings import Settings
 

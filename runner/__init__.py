@@ -19,7 +19,7 @@ from runner.status import JobStatus
 
 if TYPE_CHECKING:
     from runner.client import EnqueueResult, JobClient
-    from runner.worker import Worker
+    from runner.worker.worker import Worker
 
 __all__ = [
     "EnqueueResult",
@@ -39,7 +39,7 @@ __all__ = [
     "open_resources",
 ]
 
-_LAZY = {"EnqueueResult": "runner.client", "JobClient": "runner.client", "Worker": "runner.worker"}
+_LAZY = {"EnqueueResult": "runner.client", "JobClient": "runner.client", "Worker": "runner.worker.worker"}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from runner.logs import configure_logging
+from runner.fleet.logs import configure_logging
 from runner.settings import Settings
 
 log = structlog.get_logger("runner")
@@ -45,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     # Every process of this fleet writes its metrics here; it must be set before prometheus-client loads.
-    from runner.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
+    from runner.fleet.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
 
     os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.data_dir))
-    from runner.launcher import LaunchPlan, launch
+    from runner.fleet.launcher import LaunchPlan, launch
 
     return launch(settings, LaunchPlan(app=None if args.no_api else args.app,
                                        jobs=None if args.no_workers else args.jobs))  # fmt: skip
@@ -62,8 +62,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     registry = _load(args.jobs)
     if not isinstance(registry, Registry):
         raise SystemExit(f"--jobs {args.jobs} must name a runner.registry.Registry, got {type(registry).__name__}")
-    import runner.worker  # noqa: F401 - imported now so the frozen start-up heap includes it
-    from runner.heap import freeze_startup_heap
+    import runner.worker.worker  # noqa: F401 - imported now so the frozen start-up heap includes it
+    from runner.fleet.heap import freeze_startup_heap
 
     freeze_startup_heap()
     code: int = uvloop.run(_worker_main(settings, registry, args.worker_id))
@@ -71,8 +71,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker_main(settings: Settings, registry: Any, worker_id: str | None) -> int:
-    from runner.supervisor import CONTROL_FD_ENV, RECYCLE_EXIT_CODE
-    from runner.worker import ExitReason, Worker
+    from runner.fleet.supervisor import CONTROL_FD_ENV, RECYCLE_EXIT_CODE
+    from runner.worker.worker import ExitReason, Worker
 
     worker = Worker(settings, registry, worker_id=worker_id, on_retire=_tell_supervisor(os.environ.get(CONTROL_FD_ENV)))
     loop = asyncio.get_running_loop()
@@ -121,7 +121,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
     import uvloop
 
-    from runner.heap import freeze_startup_heap
+    from runner.fleet.heap import freeze_startup_heap
 
     config = uvicorn.Config(args.app, factory=True, host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on")  # fmt: skip

@@ -13,11 +13,11 @@ from typing import Any
 
 from arq.constants import abort_jobs_ss
 
-from runner.queue import Enqueuer
+from runner.broker.queue import Enqueuer
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL
-from runner.store import Connection, JobRow, JobStore, PendingJob
+from runner.store.jobs import Connection, JobRow, JobStore, PendingJob
 
 __all__ = ["EnqueueResult", "JobClient"]
 

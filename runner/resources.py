@@ -19,7 +19,7 @@ import structlog
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.exceptions import RedisError
 
-from runner import serializer
+from runner import envelope
 from runner.errors import ConfigError, StartupError
 from runner.settings import Settings
 
@@ -68,8 +68,8 @@ async def connect_redis(settings: Settings) -> ArqRedis:
     redis_settings.conn_retries = 0  # our own start-up retry logs and bounds the wait
     pool: ArqRedis = await create_pool(
         redis_settings,
-        job_serializer=serializer.serialize,
-        job_deserializer=serializer.deserialize,
+        job_serializer=envelope.serialize,
+        job_deserializer=envelope.deserialize,
         default_queue_name=settings.queue_name,
     )
     return pool

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
-    # Servers. Unset means: start embedded ones under DATA_DIR (see runner.embedded).
+    # Servers. Unset means: start embedded ones under DATA_DIR (see runner.devservers).
     redis_url: str | None = None
     database_url: str | None = None
     data_dir: Path = Path(".data")

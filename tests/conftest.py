@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.embedded import EmbeddedPostgres, EmbeddedValkey
-from runner.logs import configure_logging
-from runner.migrations import apply_migrations
+from runner.devservers import EmbeddedPostgres, EmbeddedValkey
+from runner.fleet.logs import configure_logging
 from runner.registry import Registry
 from runner.resources import Resources, open_resources
 from runner.settings import Settings
-from runner.worker import Worker
+from runner.store.migrations import apply_migrations
+from runner.worker.worker import Worker
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import State
-from runner.metrics import render
+from runner.fleet.metrics import render
 
 __all__ = ["router"]
 

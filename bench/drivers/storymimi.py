@@ -13,9 +13,9 @@ from arq.constants import in_progress_key_prefix
 from bench.drivers.common import LATENCY_KEY, Result, emit, parse_args, percentiles, spawn, stop, tree_rss_mib
 from bench.drivers.storymimi_jobs import registry
 from runner.client import JobClient
-from runner.migrations import apply_migrations
 from runner.resources import Resources, open_resources
 from runner.settings import Settings
+from runner.store.migrations import apply_migrations
 
 SYSTEM = "storymimi"
 

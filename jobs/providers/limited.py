@@ -13,7 +13,7 @@ from jobs.providers.base import (
     TextProvider,
     VisualProfile,
 )
-from runner.limits import Limit, Limiter
+from runner.broker.slots import Limit, Limiter
 
 __all__ = ["LimitedImage", "LimitedSpeech", "LimitedText", "limited"]
 

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from runner.embedded import free_port
+from runner.devservers import free_port
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

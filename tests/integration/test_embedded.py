@@ -16,7 +16,7 @@ import psutil
 import pytest
 import redis
 
-from runner.embedded import EmbeddedPostgres, EmbeddedServerError, EmbeddedValkey, free_port
+from runner.devservers import EmbeddedPostgres, EmbeddedServerError, EmbeddedValkey, free_port
 
 
 @contextmanager

@@ -7,9 +7,9 @@ import asyncio
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError
 
-from runner.queue import Enqueuer
+from runner.broker.lua import run_many
+from runner.broker.queue import Enqueuer
 from runner.resources import Resources
-from runner.scripts import run_many
 from runner.settings import Settings
 
 

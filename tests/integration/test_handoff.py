@@ -9,11 +9,11 @@ import time
 
 from arq.constants import in_progress_key_prefix, retry_key_prefix
 
-from runner.queue import Enqueuer, RedisQueue, idle_key, inbox_key, release_dead_worker
+from runner.broker.queue import Enqueuer, RedisQueue, idle_key, inbox_key, release_dead_worker
 from runner.registry import Registry
 from runner.resources import Resources
 from runner.settings import Settings
-from runner.worker import Worker
+from runner.worker.worker import Worker
 from tests.conftest import MakeSettings, wait_for
 
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from runner.broker.slots import Limit, Limiter
 from runner.errors import RetryLaterError
-from runner.limits import Limit, Limiter
 from runner.resources import Resources, connect_redis
 from runner.settings import Settings
 

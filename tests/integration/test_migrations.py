@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from runner.migrations import apply_migrations, load_migrations
+from runner.store.migrations import apply_migrations, load_migrations
 from tests.conftest import Servers
 
 

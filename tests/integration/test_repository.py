@@ -8,7 +8,7 @@ import uuid
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
 from jobs.repository import SceneOutcome, StoryRepository, StoryStatus
 from runner.resources import Resources
-from runner.store import PendingJob
+from runner.store.jobs import PendingJob
 
 
 async def processing_story(stories: StoryRepository, resources: Resources, scenes: int) -> uuid.UUID:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.embedded import EmbeddedValkey, free_port
+from runner.devservers import EmbeddedValkey, free_port
 from runner.errors import StartupError
 from runner.resources import open_resources
 from tests.conftest import MakeSettings

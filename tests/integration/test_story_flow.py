@@ -17,8 +17,8 @@ from jobs.providers.base import Media
 from jobs.providers.limited import limited
 from jobs.providers.offline import OFFLINE_MARKER, offline_providers
 from jobs.services import StoryServices, open_story_services, provider_limits
+from runner.broker.slots import Limiter
 from runner.errors import PermanentError, TransientError
-from runner.limits import Limiter
 from runner.registry import Registry
 from runner.resources import Resources
 from runner.settings import Settings

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from runner.broker.queue import RedisQueue
 from runner.client import JobClient
-from runner.execution import JobExecutor
-from runner.queue import RedisQueue
 from runner.resources import Resources
 from runner.settings import Settings
 from runner.status import JobStatus
-from runner.store import JobStore, Transition
-from runner.sweeper import Sweeper
+from runner.store.jobs import JobStore, Transition
+from runner.worker.execution import JobExecutor
+from runner.worker.sweeper import Sweeper
 from tests.conftest import RunWorker, wait_for
 from tests.integration.test_worker import REGISTRY, failures
 

@@ -12,10 +12,10 @@ from typing import Any
 import orjson
 import structlog
 
+from runner.broker.queue import RedisQueue
 from runner.client import JobClient
 from runner.context import JobContext
 from runner.errors import PermanentError, RetryLaterError, TransientError
-from runner.queue import RedisQueue
 from runner.registry import Registry, job
 from runner.resources import Resources
 from runner.retry import RetryPolicy

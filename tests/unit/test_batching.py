@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from runner.batching import Batcher
 from runner.errors import ResourceNotOpenError
+from runner.worker.batching import Batcher
 
 
 class Sink:

@@ -8,8 +8,8 @@ import sys
 
 def test_freezing_moves_the_start_up_heap_out_of_the_collectors_generations():
     code = (
-        "import gc, runner.worker\n"
-        "from runner.heap import freeze_startup_heap\n"
+        "import gc, runner.worker.worker\n"
+        "from runner.fleet.heap import freeze_startup_heap\n"
         "freeze_startup_heap()\n"
         "print(gc.get_freeze_count(), len(gc.get_objects()))\n"
     )

@@ -8,8 +8,8 @@ import re
 import orjson
 import pytest
 
+from runner.envelope import decode_job, deserialize, serialize
 from runner.errors import PayloadError
-from runner.serializer import decode_job, deserialize, serialize
 
 
 def test_round_trip_of_arq_envelope():

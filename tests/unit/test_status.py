@@ -32,7 +32,7 @@ def test_every_transition_has_the_same_sources():
 def test_collapse_keeps_the_effect_of_applying_in_order():
     """Processing then completed in one batch becomes one completed row that remembers the start;
     nothing after a terminal status survives, as the guard would refuse it."""
-    from runner.store import Transition, collapse
+    from runner.store.jobs import Transition, collapse
 
     started = Transition("a", JobStatus.PROCESSING, attempt=1, args={"x": 1})
     done = Transition("a", JobStatus.COMPLETED, attempt=1, result=5)

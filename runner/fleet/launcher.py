@@ -15,16 +15,16 @@ import structlog
 from arq.connections import ArqRedis
 from prometheus_client import start_http_server
 
-from runner.embedded import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
-from runner.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
-from runner.queue import release_dead_worker
+from runner.broker.queue import release_dead_worker
+from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
+from runner.fleet.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
+from runner.fleet.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
 from runner.resources import connect_redis
 from runner.settings import Settings
-from runner.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
 
 __all__ = ["LaunchPlan", "embedded_servers", "launch"]
 
-log = structlog.get_logger("runner.launcher")
+log = structlog.get_logger("runner.fleet.launcher")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import structlog
 
 __all__ = ["CONTROL_FD_ENV", "RECYCLE_EXIT_CODE", "ChildExit", "ChildSpec", "Supervisor", "python_argv"]
 
-log = structlog.get_logger("runner.supervisor")
+log = structlog.get_logger("runner.fleet.supervisor")
 
 RECYCLE_EXIT_CODE = 75  # a worker that retired itself (job or memory limit)
 CONTROL_FD_ENV = "RUNNER_CONTROL_FD"  # the fd a child writes b"retiring\n" to before it drains

@@ -1,4 +1,4 @@
-"""The shared metrics folder of one fleet. Kept apart from runner.metrics because it must be set up
+"""The shared metrics folder of one fleet. Kept apart from runner.fleet.metrics because it must be set up
 before anything imports prometheus-client, which reads PROMETHEUS_MULTIPROC_DIR once, at import."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from runner.outage import ride_out
 __all__ = ["Batcher"]
 
 T = TypeVar("T")
-log = structlog.get_logger("runner.batching")
+log = structlog.get_logger("runner.worker.batching")
 
 
 class Batcher(Generic[T]):

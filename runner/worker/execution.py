@@ -17,18 +17,18 @@ import structlog
 from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime
 
-from runner import serializer
-from runner.batching import Batcher
+from runner import envelope
+from runner.broker.queue import ClaimedJob, Finished, RedisQueue
 from runner.client import JobClient
 from runner.context import JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
-from runner.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
+from runner.fleet.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.outage import ride_out
-from runner.queue import ClaimedJob, Finished, RedisQueue
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import JobStatus
-from runner.store import JobStore, Transition
+from runner.store.jobs import JobStore, Transition
+from runner.worker.batching import Batcher
 
 __all__ = ["JobExecutor"]
 
@@ -172,7 +172,7 @@ class JobExecutor:
         try:
             async with asyncio.timeout(spec.timeout_s) as limit:
                 result = await spec.coroutine(ctx, **prepared.kwargs)
-            serializer.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
+            envelope.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
             return _Outcome(result=result)
         except asyncio.CancelledError:
             if claimed.job_id in self._aborting:
@@ -248,7 +248,7 @@ class JobExecutor:
             kwargs = self._peek_kwargs(claimed)
             prepared = _Prepared(spec, kwargs, claimed.try_count, 0, kwargs)
             await self._run_failure_hook(spec, self._context(claimed, prepared), error)
-        result = serializer.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
+        result = envelope.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
                                        "r": error, "st": _now_ms(), "ft": _now_ms(), "q": self._queue.queue,
                                        "id": claimed.job_id})  # fmt: skip
         await self._finish(claimed.job_id, result, self._keep_result_ms)
@@ -264,7 +264,7 @@ class JobExecutor:
             log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queue.lease_ms)
 
     async def _move(self, transition: Transition, *, wait: bool = True) -> None:
-        """Record a transition, group-committed with other jobs' (see runner.batching). Not waiting is
+        """Record a transition, group-committed with other jobs' (see runner.worker.batching). Not waiting is
         only for `processing`: the job's later transitions are awaited and written after it."""
         await self._status_writes.submit(transition, wait=wait)
 
@@ -303,7 +303,7 @@ class JobExecutor:
     def _prepare(self, claimed: ClaimedJob) -> _Prepared:
         if claimed.payload is None:
             raise PermanentError("job payload is gone from Redis (expired before any worker ran it)")
-        payload = serializer.decode_job(claimed.payload)
+        payload = envelope.decode_job(claimed.payload)
         spec = self._specs.get(payload.name)
         if spec is None:
             raise _unknown(payload.name, self._specs)
@@ -345,20 +345,20 @@ class JobExecutor:
         now = _now_ms()
         data: bytes | None = serialize_result(
             prepared.spec.name, (), prepared.kwargs, prepared.attempt, prepared.enqueue_time_ms, success, result,
-            now, now, claimed.job_id, self._queue.queue, claimed.job_id, serializer=serializer.serialize,
+            now, now, claimed.job_id, self._queue.queue, claimed.job_id, serializer=envelope.serialize,
         )  # fmt: skip
         return data
 
     def _peek_name(self, claimed: ClaimedJob) -> tuple[str, JobSpec | None]:
         try:
-            name = str(serializer.deserialize(claimed.payload or b"")["f"])
+            name = str(envelope.deserialize(claimed.payload or b"")["f"])
         except Exception:
             return "<undecodable>", None
         return name, self._specs.get(name)
 
     def _peek_kwargs(self, claimed: ClaimedJob) -> dict[str, Any]:
         try:
-            kwargs = serializer.deserialize(claimed.payload or b"").get("k")
+            kwargs = envelope.deserialize(claimed.payload or b"").get("k")
         except Exception:
             return {}
         return kwargs if isinstance(kwargs, dict) else {}

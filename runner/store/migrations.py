@@ -16,8 +16,10 @@ import structlog
 
 __all__ = ["Migration", "apply_migrations", "load_migrations"]
 
-log = structlog.get_logger("runner.migrations")
+log = structlog.get_logger("runner.store.migrations")
 _LOCK_KEY = 0x53_54_4F_52_59  # "STORY": one advisory lock id for every migrating process
+# The runner's own migrations live in runner/store/sql but keep the namespace they were recorded under.
+_FOLDERS = {"runner": "runner.store"}
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 _BOOTSTRAP = """
@@ -42,7 +44,7 @@ class Migration:
 def load_migrations(package: str) -> list[Migration]:
     """The migrations shipped in `<package>/sql/`, in version order."""
     found: list[Migration] = []
-    for entry in importlib_resources.files(package).joinpath("sql").iterdir():
+    for entry in importlib_resources.files(_FOLDERS.get(package, package)).joinpath("sql").iterdir():
         match = _NAME.match(entry.name)
         if match is None:
             if entry.name.endswith(".sql"):

@@ -20,15 +20,15 @@ import structlog
 from arq.constants import job_key_prefix, result_key_prefix
 from redis.exceptions import RedisError
 
-from runner.execution import JobExecutor
-from runner.queue import Enqueuer
+from runner.broker.queue import Enqueuer
 from runner.resources import Resources
 from runner.status import ACTIVE, JobStatus
-from runner.store import Transition
+from runner.store.jobs import Transition
+from runner.worker.execution import JobExecutor
 
 __all__ = ["SweepReport", "Sweeper"]
 
-log = structlog.get_logger("runner.sweeper")
+log = structlog.get_logger("runner.worker.sweeper")
 
 _STUCK = """
 SELECT job_id, name, args, status, attempts, max_tries FROM runner_jobs

@@ -28,7 +28,7 @@ from runner.errors import ResourceNotOpenError, RetryLaterError
 
 __all__ = ["Limit", "Limiter"]
 
-log = structlog.get_logger("runner.limits")
+log = structlog.get_logger("runner.broker.slots")
 
 # Take a slot if fewer than ARGV[2] are held and fewer than ARGV[5] calls started in the last minute.
 # Returns 0 when taken, else how many ms to wait before asking again.

@@ -43,8 +43,8 @@ from arq.constants import (
 from arq.jobs import serialize_job
 from redis.exceptions import ConnectionError
 
-from runner import serializer
-from runner.scripts import Call, run_many
+from runner import envelope
+from runner.broker.lua import Call, run_many
 
 __all__ = [
     "Claim",
@@ -299,7 +299,7 @@ class Enqueuer:
         """True if the job was queued; False if a job with this id exists (it is left as it is)."""
         now = int(time.time() * 1000)
         due = now + int(defer_s * 1000)
-        payload = serialize_job(name, (), kwargs, None, now, serializer=serializer.serialize)
+        payload = serialize_job(name, (), kwargs, None, now, serializer=envelope.serialize)
         call = (
             [queue, job_key_prefix + job_id, result_key_prefix + job_id, wake_key(queue), idle_key(queue)],
             [job_id, payload, due, due - now + expires_extra_ms, now, in_progress_key_prefix,

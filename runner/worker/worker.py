@@ -22,19 +22,19 @@ import psutil
 import structlog
 from redis.exceptions import RedisError
 
-from runner.execution import JobExecutor
-from runner.metrics import WORKER_EXITS, WORKERS_ALIVE
-from runner.migrations import apply_migrations
-from runner.queue import ClaimedJob, RedisQueue
+from runner.broker.queue import ClaimedJob, RedisQueue
+from runner.fleet.metrics import WORKER_EXITS, WORKERS_ALIVE
 from runner.registry import Registry
 from runner.resources import Resources, open_resources
 from runner.settings import Settings
-from runner.store import JobStore
-from runner.sweeper import Sweeper
+from runner.store.jobs import JobStore
+from runner.store.migrations import apply_migrations
+from runner.worker.execution import JobExecutor
+from runner.worker.sweeper import Sweeper
 
 __all__ = ["ExitReason", "Worker"]
 
-log = structlog.get_logger("runner.worker")
+log = structlog.get_logger("runner.worker.worker")
 
 
 class ExitReason(StrEnum):

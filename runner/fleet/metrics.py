@@ -10,7 +10,7 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from runner.metrics_dir import MULTIPROC_ENV
+from runner.fleet.metrics_dir import MULTIPROC_ENV
 
 __all__ = [
     "JOBS",

@@ -1,0 +1,32 @@
+"""Real PostgreSQL and Valkey servers run from pip-installed binaries, for development and tests only.
+
+``make run`` starts them when ``DATABASE_URL`` / ``REDIS_URL`` are unset, the pytest session fixtures
+start them for the integration tests, and the fault tests stop, kill and restart them mid-run. No Docker,
+no root for the user, loopback TCP only; everything lives under the data folder the caller gives:
+
+    <data_dir>/postgres/       the PostgreSQL cluster (initdb on first start)
+    <data_dir>/postgres.log    its server log
+    <data_dir>/valkey/         Valkey's append-only file (``appendonlydir``)
+    <data_dir>/valkey.log      its server log
+
+Nothing on the production path imports this package.
+
+    with EmbeddedPostgres(tmp / "data") as pg, EmbeddedValkey(tmp / "data") as valkey:
+        print(pg.url, valkey.url)
+"""
+
+from __future__ import annotations
+
+from runner.devservers.postgres import PG_SYSTEM_USER, EmbeddedPostgres
+from runner.devservers.process import LOOPBACK, EmbeddedServer, EmbeddedServerError, free_port
+from runner.devservers.valkey import EmbeddedValkey
+
+__all__ = [
+    "LOOPBACK",
+    "PG_SYSTEM_USER",
+    "EmbeddedPostgres",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "EmbeddedValkey",
+    "free_port",
+]
