@@ -12,16 +12,16 @@ import structlog
 from jobs.providers.base import ImageProvider, Providers, SpeechProvider, TextProvider
 from jobs.providers.elevenlabs import ElevenLabsSpeechProvider
 from jobs.providers.http import provider_timeout
-from jobs.providers.limited import limited
 from jobs.providers.offline import offline_providers
 from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
+from jobs.providers.slotted import with_slots
 from jobs.repository import StoryRepository
 from jobs.storage import LocalMediaStorage, MediaStorage
-from runner.broker.slots import Limit, Limiter
+from runner.broker.slots import SlotHolder, SlotPool
 from runner.resources import Resources
 from runner.settings import Settings
 
-__all__ = ["StoryServices", "build_providers", "open_story_services", "provider_limits"]
+__all__ = ["StoryServices", "build_providers", "open_story_services", "provider_slot_pools"]
 
 log = structlog.get_logger("jobs.services")
 
@@ -79,16 +79,16 @@ def _say_which_are_offline(settings: Settings) -> None:
         )
 
 
-def provider_limits(settings: Settings, providers: Providers) -> tuple[Limit, Limit, Limit]:
-    """One shared limit per provider kind, named after the provider so two providers never share one."""
+def provider_slot_pools(settings: Settings, providers: Providers) -> tuple[SlotPool, SlotPool, SlotPool]:
+    """One shared slot pool per provider kind, named after the provider so two providers never share one."""
 
-    def limit(kind: str, name: str, concurrency: int, per_minute: int) -> Limit:
-        return Limit(f"provider:{kind}:{name}", concurrency, per_minute, max_wait_s=settings.provider_max_wait_s)
+    def pool(kind: str, name: str, concurrency: int, per_minute: int) -> SlotPool:
+        return SlotPool(f"provider:{kind}:{name}", concurrency, per_minute, max_wait_s=settings.provider_max_wait_s)
 
     return (
-        limit("text", providers.text.name, settings.text_max_concurrency, settings.text_per_minute),
-        limit("image", providers.image.name, settings.image_max_concurrency, settings.image_per_minute),
-        limit("speech", providers.speech.name, settings.speech_max_concurrency, settings.speech_per_minute),
+        pool("text", providers.text.name, settings.text_max_concurrency, settings.text_per_minute),
+        pool("image", providers.image.name, settings.image_max_concurrency, settings.image_per_minute),
+        pool("speech", providers.speech.name, settings.speech_max_concurrency, settings.speech_per_minute),
     )
 
 
@@ -97,9 +97,9 @@ async def open_story_services(resources: Resources) -> AsyncIterator[StoryServic
     settings = resources.settings
     providers = build_providers(settings, resources.http)
     _say_which_are_offline(settings)
-    async with Limiter(resources.redis, prefix=settings.limit_prefix) as limiter:
+    async with SlotHolder(resources.redis, prefix=settings.slot_prefix) as holder:
         yield StoryServices(
             stories=StoryRepository(resources.db),
             storage=LocalMediaStorage(settings.media_path),
-            providers=limited(providers, limiter, *provider_limits(settings, providers)),
+            providers=with_slots(providers, holder, *provider_slot_pools(settings, providers)),
         )

@@ -11,9 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from arq.constants import abort_jobs_ss
-
-from runner.broker.queue import Enqueuer
+from runner.broker.enqueue import Enqueuer
+from runner.broker.keys import QueueKeys
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL
@@ -75,12 +74,12 @@ class JobClient:
         return await self._enqueuer.enqueue(queue, job_id, name, kwargs)
 
     async def request_cancel(self, job_id: str) -> JobRow | None:
-        """Ask the workers to cancel `job_id` (arq's abort set); the row says `cancelled` once one has.
+        """Ask the workers to cancel `job_id`; the row says `cancelled` once one has.
 
         Returns the row as it is now (None if there is no such job); a finished job is left as it is."""
         row = await self.store.get(job_id)
         if row is not None and row.status not in TERMINAL:
-            await self._resources.redis.zadd(abort_jobs_ss, {job_id: int(time.time() * 1000)})
+            await self._resources.redis.zadd(QueueKeys.of(row.queue).abort, {job_id: int(time.time() * 1000)})
         return row
 
     async def get(self, job_id: str) -> JobRow | None:

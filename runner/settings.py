@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     embedded_postgres_port: int = Field(5440, ge=1, le=65535)
 
     # Queue and workers.
-    queue_name: str = Field("storymimi", min_length=1)
+    queue_name: str = Field(
+        "storymimi", min_length=1, pattern=r"^[^{}]+$", description="no braces: they make hash tags"
+    )
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64, description="default: CPU count")
     worker_concurrency: int = Field(10, ge=1, le=10_000)
     job_timeout_s: float = Field(3600, gt=0)
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
     text_per_minute: int = Field(0, ge=0)
     image_per_minute: int = Field(0, ge=0)
     speech_per_minute: int = Field(0, ge=0)
-    limit_prefix: str = Field("runner:limit", min_length=1, description="Redis key prefix of the shared limits")
+    slot_prefix: str = Field("runner:slots", min_length=1, description="Redis key prefix of the shared slot pools")
     provider_max_wait_s: float = Field(30, gt=0, description="wait for a provider slot, then retry the job later")
     provider_connect_timeout_s: float = Field(5, gt=0)
     provider_read_timeout_s: float = Field(120, gt=0)

@@ -51,7 +51,7 @@ def make_settings(servers: Servers, tmp_path: Path) -> MakeSettings:
             "database_url": servers.postgres.url,
             "data_dir": tmp_path,
             "queue_name": (queue := f"test:{uuid.uuid4().hex[:10]}"),
-            "limit_prefix": f"runner:limit:{queue}",  # provider slots of one test never starve another
+            "slot_prefix": f"runner:slots:{queue}",  # provider slots of one test never starve another
             "offline_latency_ms": 1,
             "startup_retry_s": 5,
             "log_format": "console",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -11,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import State
+from runner.broker.queue import queue_depth
 from runner.fleet.metrics import render
 
 __all__ = ["router"]
@@ -46,8 +46,5 @@ async def ready(state: State) -> JSONResponse:
 async def metrics(state: State) -> Response:
     """Prometheus metrics: every process of this fleet (multiprocess mode), plus live queue depth."""
     queue = state.resources.settings.queue_name
-    async with state.resources.redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(queue)
-        pipe.zcount(queue, "-inf", int(time.time() * 1000))
-        total, due = await pipe.execute()
-    return Response(render(queue, total, due), media_type=CONTENT_TYPE_LATEST)
+    depth = await queue_depth(state.resources.redis, queue)
+    return Response(render(queue, depth.total, depth.due), media_type=CONTENT_TYPE_LATEST)

@@ -8,10 +8,9 @@ import sys
 import time
 import uuid
 
-from arq.constants import in_progress_key_prefix
-
 from bench.drivers.common import LATENCY_KEY, Result, emit, parse_args, percentiles, spawn, stop, tree_rss_mib
 from bench.drivers.storymimi_jobs import registry
+from runner.broker.keys import QueueKeys
 from runner.client import JobClient
 from runner.resources import Resources, open_resources
 from runner.settings import Settings
@@ -41,10 +40,11 @@ async def throughput(args: object, res: Resources, client: JobClient, name: str,
     process = spawn(worker(args, args.concurrency), worker_env(args, args.concurrency))  # type: ignore[attr-defined]
     try:
         first = ids[: min(len(ids), 200)]
-        while not any(await asyncio.gather(*(res.redis.exists(in_progress_key_prefix + i) for i in first))):
+        keys = QueueKeys.of(args.queue)  # type: ignore[attr-defined]
+        while not any(await asyncio.gather(*(res.redis.exists(keys.lease(i)) for i in first))):
             await asyncio.sleep(0.001)
         started = time.monotonic()
-        while await res.redis.zcard(args.queue):  # type: ignore[attr-defined]
+        while await res.redis.zcard(keys.jobs):
             await asyncio.sleep(0.002)
         seconds = time.monotonic() - started
         rss = tree_rss_mib(process.pid)
@@ -71,7 +71,8 @@ async def latency(args: object, res: Resources, client: JobClient, busy_jobs: in
     try:
         if busy is not None:  # one worker holds `busy_jobs` long jobs before the idle one starts
             await enqueue_many(client, "bench.sleep", [uuid.uuid4().hex for _ in range(busy_jobs)], seconds=60.0)
-            while len([k async for k in res.redis.scan_iter(f"{in_progress_key_prefix}*", count=1000)]) < busy_jobs:
+            leases = QueueKeys.of(args.queue).lease("*")  # type: ignore[attr-defined]
+            while len([k async for k in res.redis.scan_iter(leases, count=1000)]) < busy_jobs:
                 await asyncio.sleep(0.01)
         idle = spawn(worker(args, 10), worker_env(args, 10))
         await stamp_jobs(client, res, 5, 10)  # warm-up: the idle worker is up and polling

@@ -1,23 +1,40 @@
-"""Running one Lua script many times in one round trip.
+"""The runner's Lua scripts (`lua/*.lua`, one per script), loaded by name, and run many at once.
 
-redis-py's pipelined `Script` sends `SCRIPT EXISTS` before every pipeline, a second round trip per
-batch. Here the batch goes out as plain EVALSHA calls, and only if Redis answers NOSCRIPT (it was
-restarted or its script cache flushed) is the script loaded and the calls that were refused sent again:
-a refused call did not run, so sending it again runs it once.
+Each file's header names every KEYS and ARGV entry, and its first lines unpack them into named locals.
+Every key a script touches comes in KEYS or is built from a prefix passed in ARGV (see keys.py).
+
+Running one script many times in one round trip: redis-py's pipelined `Script` sends `SCRIPT EXISTS`
+before every pipeline, a second round trip per batch. Here the batch goes out as plain EVALSHA calls,
+and only if Redis answers NOSCRIPT (it was restarted or its script cache flushed) is the script loaded
+and the calls that were refused sent again: a refused call did not run, so sending it again runs it once.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 
-__all__ = ["Call", "run_many"]
+__all__ = ["Call", "register", "run_many", "source"]
 
 Call = tuple[Sequence[Any], Sequence[Any]]  # (keys, args)
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of `lua/<name>.lua`."""
+    return resources.files("runner.broker").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def register(redis: Redis, name: str) -> AsyncScript:
+    """The script `name` bound to `redis` (loaded on first use, reloaded if Redis forgot it)."""
+    script: AsyncScript = redis.register_script(source(name))
+    return script
 
 
 async def run_many(redis: Redis, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Limits shared by every worker process, kept in Redis: at most N calls at once to a provider, and
+"""Slot pools shared by every process, kept in Redis: at most N calls at once to a provider, and
 optionally at most M calls a minute. Providers impose both; one process cannot see the others' calls.
 
 A slot is a member of a sorted set scored by its expiry. Like a job lease, the expiry is short
@@ -21,39 +21,20 @@ from dataclasses import dataclass
 from types import TracebackType
 
 import structlog
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from runner.broker import lua
+from runner.broker.keys import SlotKeys
 from runner.errors import ResourceNotOpenError, RetryLaterError
 
-__all__ = ["Limit", "Limiter"]
+__all__ = ["SlotHolder", "SlotPool"]
 
 log = structlog.get_logger("runner.broker.slots")
 
-# Take a slot if fewer than ARGV[2] are held and fewer than ARGV[5] calls started in the last minute.
-# Returns 0 when taken, else how many ms to wait before asking again.
-_ACQUIRE = """
-local now, limit, hold_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local token, rpm = ARGV[4], tonumber(ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= limit then return 20 end
-if rpm > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
-  if redis.call('ZCARD', KEYS[2]) >= rpm then
-    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    return math.max(1, tonumber(oldest[2]) + 60000 - now)
-  end
-  redis.call('ZADD', KEYS[2], now, token)
-  redis.call('PEXPIRE', KEYS[2], 61000)
-end
-redis.call('ZADD', KEYS[1], now + hold_ms, token)
-redis.call('PEXPIRE', KEYS[1], hold_ms + 60000)
-return 0
-"""
-
 
 @dataclass(frozen=True)
-class Limit:
+class SlotPool:
     """How a named resource may be used: `concurrency` calls at once, `per_minute` calls a minute (0: any)."""
 
     name: str
@@ -62,23 +43,23 @@ class Limit:
     max_wait_s: float = 30.0
 
 
-class Limiter:
-    """Acquires slots of named limits across processes and renews the held ones; use `async with`.
+class SlotHolder:
+    """Acquires slots of named pools across processes and renews the held ones; use `async with`.
 
     Borrows the Redis pool. Slots live `hold_s` unless renewed, so a dead holder's slot is free again
     within `hold_s`."""
 
-    def __init__(self, redis: ArqRedis, *, prefix: str = "runner:limit", hold_s: float = 10.0) -> None:
+    def __init__(self, redis: Redis, *, prefix: str = "runner:slots", hold_s: float = 10.0) -> None:
         self._redis = redis
         self._prefix = prefix
         self._hold_ms = int(hold_s * 1000)
-        self._acquire = redis.register_script(_ACQUIRE)
+        self._acquire = lua.register(redis, "slot_acquire")
         self._held: dict[str, set[str]] = {}
         self._unreleased: dict[str, set[str]] = {}  # slots whose release failed (Redis was away)
         self._renewal: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Limiter:
-        self._renewal = asyncio.create_task(self._renew_forever(), name="limit-renewal")
+    async def __aenter__(self) -> SlotHolder:
+        self._renewal = asyncio.create_task(self._renew_forever(), name="slot-renewal")
         return self
 
     async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -88,12 +69,13 @@ class Limiter:
                 await self._renewal
 
     @asynccontextmanager
-    async def slot(self, limit: Limit) -> AsyncIterator[None]:
-        """Hold one slot of `limit` for the body; raise RetryLaterError if none frees up in time."""
+    async def hold(self, pool: SlotPool) -> AsyncIterator[None]:
+        """Hold one slot of `pool` for the body; raise RetryLaterError if none frees up in time."""
         if self._renewal is None:
-            raise ResourceNotOpenError("open the Limiter with `async with Limiter(redis) as limiter:` first")
-        key, token = f"{self._prefix}:{limit.name}", uuid.uuid4().hex
-        await self._take(limit, key, token)
+            raise ResourceNotOpenError("open the SlotHolder with `async with SlotHolder(redis) as holder:` first")
+        keys, token = SlotKeys.of(self._prefix, pool.name), uuid.uuid4().hex
+        key = keys.held
+        await self._take(pool, keys, token)
         self._held.setdefault(key, set()).add(token)
         try:
             yield
@@ -104,17 +86,17 @@ class Limiter:
             except (RedisError, OSError):  # released again by the background loop once Redis answers
                 self._unreleased.setdefault(key, set()).add(token)
 
-    async def _take(self, limit: Limit, key: str, token: str) -> None:
-        deadline = time.monotonic() + limit.max_wait_s
+    async def _take(self, pool: SlotPool, keys: SlotKeys, token: str) -> None:
+        deadline = time.monotonic() + pool.max_wait_s
         while True:
-            args: list[int | str] = [int(time.time() * 1000), limit.concurrency, self._hold_ms, token, limit.per_minute]
-            wait_ms = int(await self._acquire(keys=[key, f"{key}:minute"], args=args))
+            args: list[int | str] = [int(time.time() * 1000), pool.concurrency, self._hold_ms, token, pool.per_minute]
+            wait_ms = int(await self._acquire(keys=[keys.held, keys.minute], args=args))
             if wait_ms == 0:
                 return
             if time.monotonic() + wait_ms / 1000 > deadline:
                 raise RetryLaterError(
-                    f"{limit.name}: no free slot within {limit.max_wait_s:g}s "
-                    f"({limit.concurrency} at once, {limit.per_minute or 'any'} a minute)",
+                    f"{pool.name}: no free slot within {pool.max_wait_s:g}s "
+                    f"({pool.concurrency} at once, {pool.per_minute or 'any'} a minute)",
                     retry_after_s=max(wait_ms / 1000, 1.0),
                 )
             await asyncio.sleep(wait_ms / 1000 * random.uniform(0.5, 1.5))
@@ -139,7 +121,7 @@ class Limiter:
                         pipe.zrem(key, *tokens)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
-                log.warning("limit_renewal_failed", error=repr(exc))
+                log.warning("slot_renewal_failed", error=repr(exc))
                 continue
             last_renewal = time.monotonic() if renew else last_renewal
             for key, tokens in orphans.items():

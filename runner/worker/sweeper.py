@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 import structlog
-from arq.constants import job_key_prefix, result_key_prefix
 from redis.exceptions import RedisError
 
-from runner.broker.queue import Enqueuer
+from runner.broker.enqueue import Enqueuer
+from runner.broker.keys import QueueKeys
 from runner.resources import Resources
 from runner.status import ACTIVE, JobStatus
 from runner.store.jobs import Transition
@@ -53,6 +53,7 @@ class Sweeper:
         self._resources = resources
         self._executor = executor
         self._queue = settings.queue_name
+        self._keys = QueueKeys.of(self._queue)
         self._worker_id = worker_id
         self._interval_s = settings.sweep_interval_s
         self._stale_s = settings.sweep_stale_after_s
@@ -71,7 +72,7 @@ class Sweeper:
                 log.exception("sweep_failed", error=repr(exc))
 
     async def _lead(self) -> bool:
-        key = f"runner:sweeper:{self._queue}"
+        key = self._keys.sweeper
         lock_ms = int(self._interval_s * 1000)
         return bool(await self._resources.redis.set(key, self._worker_id, nx=True, px=lock_ms))
 
@@ -83,8 +84,8 @@ class Sweeper:
             return report
         async with self._resources.redis.pipeline(transaction=False) as pipe:
             for row in rows:
-                pipe.exists(job_key_prefix + row["job_id"])
-                pipe.get(result_key_prefix + row["job_id"])
+                pipe.exists(self._keys.job(row["job_id"]))
+                pipe.get(self._keys.result(row["job_id"]))
             found = await pipe.execute()
         for row, has_job, result in zip(rows, found[::2], found[1::2], strict=True):
             if not has_job:

@@ -33,7 +33,7 @@ class Fleet:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))},
             "REDIS_URL": str(settings.redis_url), "DATABASE_URL": str(settings.database_url),
-            "QUEUE_NAME": settings.queue_name, "LIMIT_PREFIX": settings.limit_prefix,
+            "QUEUE_NAME": settings.queue_name, "SLOT_PREFIX": settings.slot_prefix,
             "DATA_DIR": str(settings.data_dir), "LOG_FORMAT": "json",
             "WORKERS": "2", "WORKER_CONCURRENCY": "10", "OFFLINE_LATENCY_MS": "50",
             **{k.upper(): str(v) for k, v in env.items()},

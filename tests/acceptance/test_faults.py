@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runner.broker.keys import QueueKeys
 from runner.client import JobClient
 from runner.resources import Resources
 from runner.settings import Settings
@@ -254,7 +255,9 @@ async def test_second_ctrl_c_stops_at_once_and_frees_the_jobs(
     stopped_at = now()
     await running.wait(10)
     assert now() - stopped_at < 3
-    leases = [k async for k in resources.redis.scan_iter("arq:in-progress:story_task.generate:*")]
+    leases = [
+        k async for k in resources.redis.scan_iter(QueueKeys.of(settings.queue_name).lease("story_task.generate:*"))
+    ]
     held = [k for k in leases if any(s in k.decode() for s in story_ids)]
     assert held == []
     await fleet(offline_latency_ms=1).start()

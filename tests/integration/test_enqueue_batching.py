@@ -7,8 +7,9 @@ import asyncio
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError
 
+from runner.broker.enqueue import Enqueuer
+from runner.broker.keys import QueueKeys
 from runner.broker.lua import run_many
-from runner.broker.queue import Enqueuer
 from runner.resources import Resources
 from runner.settings import Settings
 
@@ -20,7 +21,7 @@ async def test_concurrent_enqueues_share_round_trips_and_keep_their_answers(reso
     answers = await asyncio.gather(*(enqueuer.enqueue(queue, i, "x.job", {"n": 1}) for i in ids))
     assert answers[:200] == [True] * 200
     assert answers[200:] == [False, False]
-    assert await resources.redis.zcard(queue) == 200
+    assert await resources.redis.zcard(QueueKeys.of(queue).jobs) == 200
 
 
 async def test_batched_enqueues_use_far_fewer_requests_than_jobs(resources: Resources, settings: Settings):
@@ -38,7 +39,7 @@ async def test_batched_enqueues_use_far_fewer_requests_than_jobs(resources: Reso
     await asyncio.gather(
         *(enqueuer.enqueue(settings.queue_name, f"{settings.queue_name}:{n}", "x.job", {}) for n in range(500))
     )
-    assert await resources.redis.zcard(settings.queue_name) == 500
+    assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).jobs) == 500
     assert sends <= 3, f"500 concurrent enqueues took {sends} round trips"
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from arq.constants import in_progress_key_prefix, retry_key_prefix
-
-from runner.broker.queue import Enqueuer, RedisQueue, idle_key, inbox_key, release_dead_worker
+from runner.broker.enqueue import Enqueuer
+from runner.broker.keys import QueueKeys
+from runner.broker.queue import RedisQueue, release_dead_worker
 from runner.registry import Registry
 from runner.resources import Resources
 from runner.settings import Settings
@@ -36,10 +36,10 @@ async def test_enqueue_hands_the_job_to_the_idle_worker_in_its_wait(resources: R
     assert idle.idle
     await enqueue(resources, settings, "h1")
     # Leased to the idle worker by the enqueue itself, with its try counted, and still in the queue.
-    assert await resources.redis.get(in_progress_key_prefix + "h1") == b"idle-a"
-    assert await resources.redis.get(retry_key_prefix + "h1") == b"1"
-    assert await resources.redis.zscore(settings.queue_name, "h1") is not None
-    assert await resources.redis.zcard(idle_key(settings.queue_name)) == 0  # one hand-off per idle entry
+    assert await resources.redis.get(QueueKeys.of(settings.queue_name).lease("h1")) == b"idle-a"
+    assert await resources.redis.get(QueueKeys.of(settings.queue_name).tries("h1")) == b"1"
+    assert await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, "h1") is not None
+    assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).idle) == 0  # one hand-off per idle entry
     started = time.monotonic()
     handed = await idle.wait_for_work(5)
     assert time.monotonic() - started < 1, "the job must arrive in the reply, not after the timeout"
@@ -55,8 +55,8 @@ async def test_a_deferred_job_is_not_handed_off(resources: Resources, settings: 
     idle = worker(resources, settings, "idle-b")
     await idle.claim(now_ms(), 5, idle_for_s=5)
     await enqueue(resources, settings, "later", defer_s=30)
-    assert await resources.redis.exists(in_progress_key_prefix + "later") == 0
-    assert await resources.redis.llen(inbox_key("idle-b")) == 0  # type: ignore[misc]
+    assert await resources.redis.exists(QueueKeys.of(settings.queue_name).lease("later")) == 0
+    assert await resources.redis.llen(QueueKeys.of(settings.queue_name).inbox("idle-b")) == 0  # type: ignore[misc]
 
 
 async def test_a_busy_queue_hands_one_job_per_idle_entry_and_wakes_for_the_rest(
@@ -77,7 +77,7 @@ async def test_claim_takes_jobs_handed_over_while_the_worker_was_not_waiting(res
     await enqueue(resources, settings, "missed-wait")  # handed over, but the worker claims instead of waiting
     claim = await idle.claim(now_ms(), 5, idle_for_s=5)
     assert [(j.job_id, j.try_count) for j in claim.jobs] == [("missed-wait", 1)]
-    assert await resources.redis.llen(inbox_key("idle-d")) == 0  # type: ignore[misc]
+    assert await resources.redis.llen(QueueKeys.of(settings.queue_name).inbox("idle-d")) == 0  # type: ignore[misc]
 
 
 async def test_claim_drops_a_stale_hand_off_whose_lease_is_gone(resources: Resources, settings: Settings):
@@ -97,9 +97,9 @@ async def test_withdraw_gives_the_handed_job_back_with_its_try(resources: Resour
     await enqueue(resources, settings, "returned")
     assert await idle.withdraw() == 1
     assert not idle.idle
-    assert await resources.redis.exists(in_progress_key_prefix + "returned") == 0
-    assert await resources.redis.get(retry_key_prefix + "returned") == b"0"
-    assert await resources.redis.zcard(idle_key(settings.queue_name)) == 0
+    assert await resources.redis.exists(QueueKeys.of(settings.queue_name).lease("returned")) == 0
+    assert await resources.redis.get(QueueKeys.of(settings.queue_name).tries("returned")) == b"0"
+    assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).idle) == 0
     other = worker(resources, settings, "other-f")
     assert [(j.job_id, j.try_count) for j in (await other.claim(now_ms(), 5, idle_for_s=5)).jobs] == [("returned", 1)]
 
@@ -109,7 +109,7 @@ async def test_withdraw_without_a_hand_off_only_leaves_the_idle_set(resources: R
     await idle.claim(now_ms(), 5, idle_for_s=5)
     assert await idle.withdraw() == 0
     await enqueue(resources, settings, "not-handed")
-    assert await resources.redis.exists(in_progress_key_prefix + "not-handed") == 0
+    assert await resources.redis.exists(QueueKeys.of(settings.queue_name).lease("not-handed")) == 0
 
 
 async def test_an_idle_entry_lapses_so_a_vanished_worker_gets_no_jobs(resources: Resources, settings: Settings):
@@ -117,8 +117,8 @@ async def test_an_idle_entry_lapses_so_a_vanished_worker_gets_no_jobs(resources:
     await vanished.claim(now_ms(), 5, idle_for_s=0.1)
     await asyncio.sleep(0.2)
     await enqueue(resources, settings, "after-lapse")
-    assert await resources.redis.exists(in_progress_key_prefix + "after-lapse") == 0
-    assert await resources.redis.zcard(idle_key(settings.queue_name)) == 0  # pruned by the enqueue
+    assert await resources.redis.exists(QueueKeys.of(settings.queue_name).lease("after-lapse")) == 0
+    assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).idle) == 0  # pruned by the enqueue
 
 
 async def test_a_dead_workers_hand_off_is_released_with_its_leases(resources: Resources, settings: Settings):
@@ -127,7 +127,7 @@ async def test_a_dead_workers_hand_off_is_released_with_its_leases(resources: Re
     await enqueue(resources, settings, "orphaned-hand-off")
     released = await release_dead_worker(resources.redis, "idle-i", settings.queue_name, settings.lease_ttl_s)
     assert released == ["orphaned-hand-off"]
-    assert await resources.redis.exists(inbox_key("idle-i")) == 0
+    assert await resources.redis.exists(QueueKeys.of(settings.queue_name).inbox("idle-i")) == 0
     other = worker(resources, settings, "other-i")
     assert [j.job_id for j in (await other.claim(now_ms(), 5, idle_for_s=5)).jobs] == ["orphaned-hand-off"]
 
@@ -136,7 +136,7 @@ async def test_a_dead_idle_worker_is_forgotten(resources: Resources, settings: S
     dead = worker(resources, settings, "idle-j", lease_ttl_s=settings.lease_ttl_s)
     await dead.claim(now_ms(), 5, idle_for_s=60)
     await release_dead_worker(resources.redis, "idle-j", settings.queue_name, settings.lease_ttl_s)
-    assert await resources.redis.zcard(idle_key(settings.queue_name)) == 0
+    assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).idle) == 0
 
 
 async def test_an_idle_worker_stops_at_once_and_leaves_no_idle_entry(resources: Resources, make_settings: MakeSettings):
@@ -145,7 +145,7 @@ async def test_an_idle_worker_stops_at_once_and_leaves_no_idle_entry(resources: 
     settings = make_settings(poll_interval_s=30)
     worker = Worker(settings, Registry(specs=()))
     task = asyncio.create_task(worker.run())
-    key = idle_key(settings.queue_name)
+    key = QueueKeys.of(settings.queue_name).idle
     await wait_for(lambda: _has_members(resources, key))
     started = time.monotonic()
     worker.stop()
@@ -154,7 +154,9 @@ async def test_an_idle_worker_stops_at_once_and_leaves_no_idle_entry(resources: 
     assert time.monotonic() - started < 1
     assert await resources.redis.zcard(key) == 0
     await enqueue(resources, settings, f"{settings.queue_name}:after-stop")
-    assert await resources.redis.exists(in_progress_key_prefix + f"{settings.queue_name}:after-stop") == 0
+    assert (
+        await resources.redis.exists(QueueKeys.of(settings.queue_name).lease(f"{settings.queue_name}:after-stop")) == 0
+    )
 
 
 async def _has_members(resources: Resources, key: str) -> bool:

@@ -14,10 +14,10 @@ import httpx
 
 from jobs import registry
 from jobs.providers.base import Media
-from jobs.providers.limited import limited
 from jobs.providers.offline import OFFLINE_MARKER, offline_providers
-from jobs.services import StoryServices, open_story_services, provider_limits
-from runner.broker.slots import Limiter
+from jobs.providers.slotted import with_slots
+from jobs.services import StoryServices, open_story_services, provider_slot_pools
+from runner.broker.slots import SlotHolder
 from runner.errors import PermanentError, TransientError
 from runner.registry import Registry
 from runner.resources import Resources
@@ -88,9 +88,9 @@ def registry_with(**providers: Any) -> Registry:
     async def services(resources: Resources) -> AsyncIterator[StoryServices]:
         async with open_story_services(resources) as real:
             swapped = dataclasses.replace(offline_providers(0.001), **providers)
-            limits = provider_limits(resources.settings, swapped)
-            async with Limiter(resources.redis, prefix=resources.settings.limit_prefix) as limiter:
-                yield dataclasses.replace(real, providers=limited(swapped, limiter, *limits))
+            limits = provider_slot_pools(resources.settings, swapped)
+            async with SlotHolder(resources.redis, prefix=resources.settings.slot_prefix) as holder:
+                yield dataclasses.replace(real, providers=with_slots(swapped, holder, *limits))
 
     return dataclasses.replace(registry, services=services)
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
+from runner.broker.keys import QueueKeys
 from runner.broker.queue import RedisQueue
 from runner.client import JobClient
 from runner.resources import Resources
@@ -76,7 +77,7 @@ async def test_finished_job_whose_status_write_was_lost_takes_its_result(
                                 queue=settings.queue_name, attempt=1, max_tries=3))  # fmt: skip
     envelope = {"t": 1, "f": "probe.record", "a": [], "k": {}, "et": 0, "s": True, "r": {"tag": "x"}, "st": 0,
                 "ft": 0, "q": settings.queue_name, "id": "done-in-redis"}  # fmt: skip
-    await resources.redis.set("arq:result:done-in-redis", orjson.dumps(envelope))
+    await resources.redis.set(QueueKeys.of(settings.queue_name).result("done-in-redis"), orjson.dumps(envelope))
     await age_rows(resources, settings)
     report = await sweeper.sweep_once()
     assert report.resolved == ["done-in-redis"]

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import structlog
 
+from runner.broker.keys import QueueKeys
 from runner.broker.queue import RedisQueue
 from runner.client import JobClient
 from runner.context import JobContext
@@ -126,8 +127,9 @@ class Boom:
 
 
 async def push_raw(resources: Resources, settings: Settings, job_id: str, payload: bytes) -> None:
-    await resources.redis.set(f"arq:job:{job_id}", payload)
-    await resources.redis.zadd(settings.queue_name, {job_id: int(time.time() * 1000)})
+    keys = QueueKeys.of(settings.queue_name)
+    await resources.redis.set(keys.job(job_id), payload)
+    await resources.redis.zadd(keys.jobs, {job_id: int(time.time() * 1000)})
 
 
 async def test_pickle_payload_is_refused_unread(
@@ -143,7 +145,7 @@ async def test_pickle_payload_is_refused_unread(
     row = await client.get("pickled")
     assert row is not None and row.error is not None and "pickle" in row.error
     assert not marker.exists()
-    assert await resources.redis.zscore(settings.queue_name, "pickled") is None
+    assert await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, "pickled") is None
     await client.enqueue("probe.record", job_id=f"after-{settings.queue_name}", tag="after-pickle")
     await until_status(client, f"after-{settings.queue_name}", JobStatus.COMPLETED)
 
@@ -232,9 +234,10 @@ async def test_graceful_stop_gives_job_back_without_using_a_try(
     await until_status(client, job_id, JobStatus.PROCESSING)
     worker.stop()
     await until_status(client, job_id, JobStatus.RETRYING)
-    assert await resources.redis.zscore(settings.queue_name, job_id) is not None
-    assert await resources.redis.get(f"arq:retry:{job_id}") == b"0"
-    assert await resources.redis.exists(f"arq:in-progress:{job_id}") == 0
+    keys = QueueKeys.of(settings.queue_name)
+    assert await resources.redis.zscore(keys.jobs, job_id) is not None
+    assert await resources.redis.get(keys.tries(job_id)) == b"0"
+    assert await resources.redis.exists(keys.lease(job_id)) == 0
     await run_worker(REGISTRY, settings)
     await until_status(client, job_id, JobStatus.COMPLETED)
     assert next(s for s in seen if s["tag"] == "drained")["attempt"] == 1
@@ -322,7 +325,7 @@ async def test_cancel_stops_a_running_job_and_runs_its_hook(
     assert time.monotonic() - asked < 2
     assert (job_id, "cancelled") in failures
     assert not any(s["tag"] == "cancel-me" for s in seen)
-    assert await resources.redis.zscore(settings.queue_name, job_id) is None
+    assert await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, job_id) is None
 
 
 async def test_cancel_reaches_a_queued_job_without_waiting_for_its_turn(
