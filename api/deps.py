@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from jobs.repository import StoryRepository
-from jobs.storage import LocalMediaStorage
+from jobs.settings import StorySettings
+from jobs.stories import StoryWorkflow
 from runner.client import JobClient
 from runner.resources import Resources
 
@@ -17,15 +17,15 @@ __all__ = ["AppState", "State", "get_state"]
 
 @dataclass(frozen=True)
 class AppState:
+    settings: StorySettings
     resources: Resources
     jobs: JobClient
-    stories: StoryRepository
-    storage: LocalMediaStorage
+    stories: StoryWorkflow
 
     def media_url(self, request: Request, key: str | None) -> str | None:
         if key is None:
             return None
-        base = self.resources.settings.media_base_url or str(request.url_for("media", path=""))
+        base = self.settings.media_base_url or str(request.url_for("media", path=""))
         return f"{base.rstrip('/')}/{key}"
 
 

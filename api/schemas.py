@@ -6,14 +6,30 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = ["CancelOut", "JobOut", "SceneOut", "StoryCreate", "StoryCreated", "StoryOut", "StoryStatusOut"]
 
 MAX_PROMPT_CHARS = 4000
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Prompt = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS)]
+
+def storable_text(value: str) -> str:
+    """Text Postgres can store: no NUL character, no lone surrogate (it is refused, not mangled)."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it has a lone surrogate such as \\ud800)") from None
+    return value
+
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(storable_text)]
+Prompt = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS),
+    AfterValidator(storable_text),
+]
 UserId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from jobs.media import MEDIA_JOB, generate_scene_media, media_job_id
+from jobs.ids import MEDIA_JOB, STORY_JOB, media_job_id, story_job_id
+from jobs.media import generate_scene_media
 from jobs.services import open_story_services
+from jobs.settings import StorySettings
 from jobs.story import generate_story
 from runner.registry import Registry
 
-__all__ = ["MEDIA_JOB", "STORY_JOB", "media_job_id", "registry"]
+__all__ = ["MEDIA_JOB", "STORY_JOB", "media_job_id", "registry", "story_job_id"]
 
-STORY_JOB = generate_story.name
-
-registry = Registry(specs=(generate_story, generate_scene_media), services=open_story_services, migrations=("jobs",))
+registry = Registry(
+    specs=(generate_story, generate_scene_media),
+    services=open_story_services,
+    migrations=("jobs",),
+    settings=StorySettings,
+)

@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from typing import Any
 
+from jobs.ids import MEDIA_JOB, media_job_id
 from jobs.providers.base import SceneDraft, VisualProfile
 from jobs.repository import SceneOutcome, StoryStatus
 from jobs.services import StoryServices
@@ -20,15 +21,7 @@ from runner.context import JobContext
 from runner.errors import PermanentError
 from runner.registry import job
 
-__all__ = ["MEDIA_JOB", "generate_scene_media", "media_job_id"]
-
-MEDIA_JOB = "media_task.generate"
-MAX_SCENES = 20
-
-
-def media_job_id(story_id: uuid.UUID | str, sequence: int) -> str:
-    """Deterministic, so a re-run of the story job cannot enqueue a scene's media twice."""
-    return f"{MEDIA_JOB}:{story_id}:{sequence}"
+__all__ = ["fail_story_for_scene", "generate_scene_media"]
 
 
 async def fail_story_for_scene(ctx: JobContext, error: str) -> None:
@@ -41,7 +34,8 @@ async def fail_story_for_scene(ctx: JobContext, error: str) -> None:
     reason = "cancelled" if error == "cancelled" else f"scene {sequence}: {error}"
     if await services.stories.move(story_id, StoryStatus.FAILED, error=reason):
         ctx.log.info("story_failed", story_id=str(story_id), error=reason)
-    siblings = [media_job_id(story_id, n) for n in range(1, MAX_SCENES + 1) if n != sequence]
+    scenes = await services.stories.scenes(story_id)
+    siblings = [media_job_id(story_id, s.sequence) for s in scenes if s.sequence != sequence]
     await asyncio.gather(*(ctx.jobs.request_cancel(job_id) for job_id in siblings))
 
 

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
-from runner.store.jobs import PendingJob
+from runner.store.jobs import JobStore, PendingJob
 
 __all__ = ["SceneOutcome", "SceneRecord", "StoryRecord", "StoryRepository", "StoryStatus", "scene_id_for"]
 
@@ -173,6 +173,12 @@ class StoryRepository:
             )  # fmt: skip
             completed = await conn.execute(_COMPLETE_IF_ALL_SCENES_DONE, story_id)
         return SceneOutcome.COMPLETED_STORY if completed == "UPDATE 1" else SceneOutcome.SAVED
+
+    async def delete_unstarted(self, story_id: uuid.UUID, job_id: str) -> None:
+        """Undo `create` whose job never reached the queue: the story and its job's pending row, together."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM stories WHERE story_id = $1", story_id)
+            await JobStore(self._pool).forget_pending(job_id, conn=conn)
 
     async def delete(self, story_id: uuid.UUID) -> bool:
         result = await self._pool.execute("DELETE FROM stories WHERE story_id = $1", story_id)

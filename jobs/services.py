@@ -16,10 +16,10 @@ from jobs.providers.offline import offline_providers
 from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
 from jobs.providers.slotted import with_slots
 from jobs.repository import StoryRepository
+from jobs.settings import StorySettings, story_settings
 from jobs.storage import LocalMediaStorage, MediaStorage
 from runner.broker.slots import SlotHolder, SlotPool
 from runner.resources import Resources
-from runner.settings import Settings
 
 __all__ = ["StoryServices", "build_providers", "open_story_services", "provider_slot_pools"]
 
@@ -28,15 +28,16 @@ log = structlog.get_logger("jobs.services")
 
 @dataclass(frozen=True)
 class StoryServices:
+    settings: StorySettings
     stories: StoryRepository
     storage: MediaStorage
     providers: Providers
 
 
-def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
+def build_providers(settings: StorySettings, http: httpx.AsyncClient) -> Providers:
     """The configured providers over the process's one httpx client; the offline ones say what they are."""
     offline = offline_providers(settings.offline_latency_ms / 1000)
-    timeout = provider_timeout(settings.provider_connect_timeout_s, settings.provider_read_timeout_s)
+    timeout = provider_timeout(settings.http_connect_timeout_s, settings.http_read_timeout_s)
     text: TextProvider = offline.text
     if settings.text_provider == "openai":
         text = OpenAITextProvider(
@@ -52,7 +53,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
 
 
 def _speech(
-    settings: Settings, http: httpx.AsyncClient, timeout: httpx.Timeout, offline: SpeechProvider
+    settings: StorySettings, http: httpx.AsyncClient, timeout: httpx.Timeout, offline: SpeechProvider
 ) -> SpeechProvider:
     if settings.speech_provider == "elevenlabs":
         return ElevenLabsSpeechProvider(http, base_url=settings.speech_base_url, api_key=settings.speech_api_key,
@@ -66,7 +67,7 @@ def _speech(
     return offline
 
 
-def _say_which_are_offline(settings: Settings) -> None:
+def _say_which_are_offline(settings: StorySettings) -> None:
     kinds = {"text": settings.text_provider, "image": settings.image_provider, "speech": settings.speech_provider}
     offline = sorted(kind for kind, name in kinds.items() if name == "offline")
     if offline:
@@ -79,7 +80,7 @@ def _say_which_are_offline(settings: Settings) -> None:
         )
 
 
-def provider_slot_pools(settings: Settings, providers: Providers) -> tuple[SlotPool, SlotPool, SlotPool]:
+def provider_slot_pools(settings: StorySettings, providers: Providers) -> tuple[SlotPool, SlotPool, SlotPool]:
     """One shared slot pool per provider kind, named after the provider so two providers never share one."""
 
     def pool(kind: str, name: str, concurrency: int, per_minute: int) -> SlotPool:
@@ -94,11 +95,12 @@ def provider_slot_pools(settings: Settings, providers: Providers) -> tuple[SlotP
 
 @asynccontextmanager
 async def open_story_services(resources: Resources) -> AsyncIterator[StoryServices]:
-    settings = resources.settings
+    settings = story_settings(resources.settings)
     providers = build_providers(settings, resources.http)
     _say_which_are_offline(settings)
     async with SlotHolder(resources.redis, prefix=settings.slot_prefix) as holder:
         yield StoryServices(
+            settings=settings,
             stories=StoryRepository(resources.db),
             storage=LocalMediaStorage(settings.media_path),
             providers=with_slots(providers, holder, *provider_slot_pools(settings, providers)),

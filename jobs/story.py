@@ -13,7 +13,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from jobs.media import MEDIA_JOB, media_job_id
+from jobs.ids import MEDIA_JOB, STORY_JOB, media_job_id
 from jobs.repository import StoryStatus
 from jobs.services import StoryServices
 from runner.context import JobContext
@@ -38,7 +38,7 @@ async def mark_story_failed(ctx: JobContext, error: str) -> None:
         ctx.log.info("story_failed", story_id=str(story_id), error=error)
 
 
-@job("story_task.generate", log_fields=("story_id",), on_failure=mark_story_failed)
+@job(STORY_JOB, log_fields=("story_id",), on_failure=mark_story_failed)
 async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, Any]:
     services: StoryServices = ctx.services
     stories, text = services.stories, services.providers.text
@@ -51,7 +51,9 @@ async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, A
     await stories.move(story_id, StoryStatus.PROCESSING)
     saved = await stories.saved_draft(story_id)
     if saved is None:
-        draft = await text.write_story(title=story.title, prompt=story.prompt, scene_count=ctx.settings.story_scenes)
+        draft = await text.write_story(
+            title=story.title, prompt=story.prompt, scene_count=services.settings.story_scenes
+        )
         await stories.save_draft(story_id, draft)
         await stories.save_visual_profile(story_id, await text.visual_profile(story=draft))
         scene_count = len(draft.scenes)

@@ -62,6 +62,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     registry = _load(args.jobs)
     if not isinstance(registry, Registry):
         raise SystemExit(f"--jobs {args.jobs} must name a runner.registry.Registry, got {type(registry).__name__}")
+    settings = registry.settings()  # the runner's settings and the jobs' own, read once
     import runner.worker.worker  # noqa: F401 - imported now so the frozen start-up heap includes it
     from runner.fleet.heap import freeze_startup_heap
 

@@ -18,11 +18,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from runner.errors import ConfigError, JobArgumentsError, UnknownJobError
 from runner.retry import RetryPolicy
+from runner.settings import Settings
 
 if TYPE_CHECKING:
     from runner.context import JobContext
     from runner.resources import Resources
-    from runner.settings import Settings
 
 __all__ = ["FailureHook", "JobCoroutine", "JobSpec", "Registry", "ServicesFactory", "job"]
 
@@ -126,6 +126,9 @@ class Registry:
     services: ServicesFactory | None = None
     # Packages whose `sql/` migrations must be applied before these jobs run (the runner's own come first).
     migrations: tuple[str, ...] = ()
+    # The settings class these jobs read (the runner's, or a subclass with their own fields); an entry
+    # point builds it once with `registry.settings()`.
+    settings: type[Settings] = Settings
 
     def __post_init__(self) -> None:
         names = [spec.name for spec in self.specs]

@@ -54,7 +54,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         redis = await _retry_startup("redis", settings, lambda: connect_redis(settings))
         stack.push_async_callback(_bounded_close, "redis", redis.aclose())
         http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.provider_read_timeout_s, connect=settings.provider_connect_timeout_s),
+            timeout=httpx.Timeout(settings.http_read_timeout_s, connect=settings.http_connect_timeout_s),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
         stack.push_async_callback(_bounded_close, "http", http.aclose())

@@ -1,4 +1,4 @@
-"""All configuration, read once per entry point from the environment (and `.env`)."""
+"""The runner's configuration, read once per entry point from the environment (and `.env`)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
 
 
 class Settings(BaseSettings):
-    """Runner, API and provider settings. Each field maps to the upper-case environment variable."""
+    """The runner's settings: servers, queue, workers, API process. Each field maps to the upper-case
+    environment variable. A registry's jobs extend this class with their own (see `Registry.settings`)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -52,7 +53,6 @@ class Settings(BaseSettings):
     # API.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    media_base_url: str | None = Field(None, description="public URL of MEDIA_DIR; default: the API's /media")
 
     metrics_port: int | None = Field(None, ge=1, le=65535, description="supervisor's own /metrics, for `make worker`")
 
@@ -60,39 +60,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    # Stories.
-    story_scenes: int = Field(5, ge=1, le=20, description="scenes the LLM is asked for")
-
-    # Story providers. "offline" is deterministic, local and fake; see jobs.providers.
-    text_provider: Literal["offline", "openai"] = "offline"
-    image_provider: Literal["offline", "openai"] = "offline"
-    speech_provider: Literal["offline", "openai", "elevenlabs"] = "offline"
-    offline_latency_ms: float = Field(50, ge=0)
-    llm_base_url: str = "https://openrouter.ai/api/v1"
-    llm_api_key: SecretStr | None = None
-    llm_model: str = "google/gemini-2.0-flash-001"
-    llm_json_mode: bool = Field(True, description="send response_format json_object (off for servers without it)")
-    image_base_url: str = "https://api.together.xyz/v1"
-    image_api_key: SecretStr | None = None
-    image_model: str = "black-forest-labs/FLUX.1-schnell-Free"
-    image_size: str = "1024x1024"
-    image_send_seed: bool = Field(True, description="send a per-scene seed (OpenAI's own API rejects it)")
-    speech_base_url: str = "https://api.elevenlabs.io"
-    speech_api_key: SecretStr | None = None
-    speech_voice_id: str = Field("21m00Tcm4TlvDq8ikWrM", description="ElevenLabs voice id, or OpenAI voice name")
-    speech_model: str = "eleven_multilingual_v2"
-    # Shared limits per provider kind, across all worker processes (0 a minute: no per-minute limit).
-    text_max_concurrency: int = Field(16, ge=1)
-    image_max_concurrency: int = Field(16, ge=1)
-    speech_max_concurrency: int = Field(16, ge=1)
-    text_per_minute: int = Field(0, ge=0)
-    image_per_minute: int = Field(0, ge=0)
-    speech_per_minute: int = Field(0, ge=0)
+    # The process's one httpx client (borrowed by jobs for their HTTP calls).
+    http_connect_timeout_s: float = Field(5, gt=0)
+    http_read_timeout_s: float = Field(120, gt=0)
     slot_prefix: str = Field("runner:slots", min_length=1, description="Redis key prefix of the shared slot pools")
-    provider_max_wait_s: float = Field(30, gt=0, description="wait for a provider slot, then retry the job later")
-    provider_connect_timeout_s: float = Field(5, gt=0)
-    provider_read_timeout_s: float = Field(120, gt=0)
-    media_dir: Path | None = Field(None, description="where media files go; default DATA_DIR/media")
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> Settings:
@@ -102,7 +73,3 @@ class Settings(BaseSettings):
                 f"JOB_TIMEOUT_S ({self.job_timeout_s}): the soft limit warns before the hard one stops the job"
             )
         return self
-
-    @property
-    def media_path(self) -> Path:
-        return self.media_dir if self.media_dir is not None else self.data_dir / "media"

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jobs.settings import StorySettings
 from runner.devservers import EmbeddedPostgres, EmbeddedValkey
 from runner.fleet.logs import configure_logging
 from runner.registry import Registry
@@ -57,7 +58,7 @@ def make_settings(servers: Servers, tmp_path: Path) -> MakeSettings:
             "log_format": "console",
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return StorySettings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return make
 

@@ -25,7 +25,7 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {"description": "Redis or Postgres does not answer; `checks` says which"}})
 async def ready(state: State) -> JSONResponse:
     """200 only when Redis and Postgres both answer; else 503 naming the one that is down."""
     checks: dict[str, Any] = {}

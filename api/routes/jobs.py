@@ -7,25 +7,27 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import State
+from api.errors import CONFLICT, NOT_FOUND, SERVER_DOWN
 from api.schemas import CancelOut, JobOut
 from runner.status import TERMINAL
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses={**NOT_FOUND, **SERVER_DOWN})
+JobId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 
 
 @router.get("/{job_id}", response_model=JobOut)
-async def get_job(state: State, job_id: Annotated[str, Path(min_length=1, max_length=200)]) -> JobOut:
+async def get_job(state: State, job_id: JobId) -> JobOut:
     row = await state.jobs.get(job_id)
     if row is None:
         raise HTTPException(404, f"job {job_id!r} not found")
     return JobOut.model_validate(row, from_attributes=True)
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=CancelOut)
-async def cancel_job(state: State, job_id: Annotated[str, Path(min_length=1, max_length=200)]) -> CancelOut:
-    """Stop a pending or running job (arq's abort). A worker moves it to `cancelled` within a second or
+@router.post("/{job_id}/cancel", status_code=202, response_model=CancelOut, responses=CONFLICT)
+async def cancel_job(state: State, job_id: JobId) -> CancelOut:
+    """Stop a pending or running job. A worker moves it to `cancelled` within a second or
     so, and its failure hook runs (a story job's story becomes `failed` with reason `cancelled`)."""
     row = await state.jobs.request_cancel(job_id)
     if row is None:

@@ -32,7 +32,7 @@ def http_settings(settings: Settings, fake: FakeProviderServer) -> Settings:
         "text_provider": "openai", "llm_base_url": fake.openai_url, "llm_api_key": "sk-text-secret",
         "image_provider": "openai", "image_base_url": fake.openai_url, "image_api_key": "sk-image-secret",
         "speech_provider": "elevenlabs", "speech_base_url": fake.base_url, "speech_api_key": "xi-secret",
-        "provider_read_timeout_s": 0.5, "story_scenes": 3,
+        "http_read_timeout_s": 0.5, "story_scenes": 3,
     })  # fmt: skip
 
 
