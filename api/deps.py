@@ -19,7 +19,7 @@ __all__ = ["AppState", "State", "get_state"]
 class AppState:
     settings: StorySettings
     resources: Resources
-    jobs: JobClient
+    client: JobClient
     stories: StoryWorkflow
 
     def media_url(self, request: Request, key: str | None) -> str | None:

@@ -33,7 +33,7 @@ def create_app(settings: StorySettings | None = None) -> FastAPI:
             await apply_migrations(resources.db, ["runner", *registry.migrations])
             client = JobClient(resources, registry.resolved(settings))
             stories = StoryWorkflow(client, StoryRepository(resources.db), LocalMediaStorage(settings.media_path))
-            app.state.storymimi = AppState(settings=settings, resources=resources, jobs=client, stories=stories)
+            app.state.storymimi = AppState(settings=settings, resources=resources, client=client, stories=stories)
             yield
 
     app = FastAPI(title="StoryMimi", version="0.1.0", lifespan=lifespan)

@@ -1,4 +1,4 @@
-"""StoryMimi's jobs: the registry a worker runs (`python -m runner worker --jobs jobs:registry`)."""
+"""StoryMimi's jobs: the registry a worker runs (`python -m runner worker --registry jobs:registry`)."""
 
 from __future__ import annotations
 

@@ -32,11 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="embedded servers (if needed), the API and WORKERS workers, supervised")
     run.add_argument("--app", default="api.main:create_app", help="ASGI app factory, module:function")
-    run.add_argument("--jobs", default="jobs:registry", help="job registry, module:attribute")
+    run.add_argument("--registry", default="jobs:registry", help="the job registry, module:attribute")
     run.add_argument("--no-api", action="store_true", help="run the workers only")
     run.add_argument("--no-workers", action="store_true", help="run the API only")
     worker = sub.add_parser("worker", help="one worker process (normally started by `run`)")
-    worker.add_argument("--jobs", default="jobs:registry")
+    worker.add_argument("--registry", default="jobs:registry", help="the job registry, module:attribute")
     worker.add_argument("--worker-id", default=None, help="given by the supervisor, which frees its leases")
     api = sub.add_parser("api", help="one API process (normally started by `run`)")
     api.add_argument("--app", default="api.main:create_app")
@@ -51,7 +51,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from runner.fleet.launcher import LaunchPlan, launch
 
     return launch(settings, LaunchPlan(app=None if args.no_api else args.app,
-                                       jobs=None if args.no_workers else args.jobs))  # fmt: skip
+                                       registry=None if args.no_workers else args.registry))  # fmt: skip
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -59,9 +59,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from runner.registry import Registry
 
-    registry = _load(args.jobs)
+    registry = _load(args.registry)
     if not isinstance(registry, Registry):
-        raise SystemExit(f"--jobs {args.jobs} must name a runner.registry.Registry, got {type(registry).__name__}")
+        raise SystemExit(
+            f"--registry {args.registry} must name a runner.registry.Registry, got {type(registry).__name__}"
+        )
     settings = registry.settings()  # the runner's settings and the jobs' own, read once
     import runner.worker.worker  # noqa: F401 - imported now so the frozen start-up heap includes it
     from runner.fleet.heap import freeze_startup_heap

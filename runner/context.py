@@ -6,18 +6,37 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import httpx
 import structlog
 from arq.connections import ArqRedis
 
-from runner.client import JobClient
 from runner.resources import Resources
 from runner.settings import Settings
 
-__all__ = ["JobContext"]
+if TYPE_CHECKING:
+    from runner.client import EnqueueResult
+    from runner.store.jobs import JobRow
+
+__all__ = ["JobActions", "JobContext"]
+
+
+class JobActions(Protocol):
+    """What a running job may do with other jobs (the worker's JobClient does it)."""
+
+    async def enqueue(self, name: str, *, job_id: str, **kwargs: Any) -> EnqueueResult:
+        """Enqueue a follow-up job, recorded and deduplicated by id like the API's."""
+        ...
+
+    async def request_cancel(self, job_id: str) -> JobRow | None:
+        """Ask the workers to stop a job; the row as it is now, or None if there is no such job."""
+        ...
+
+    async def get(self, job_id: str) -> JobRow | None:
+        """A job's status row."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -35,7 +54,7 @@ class JobContext:
     worker_id: str
     kwargs: Mapping[str, Any]
     log: structlog.stdlib.BoundLogger
-    jobs: JobClient  # to enqueue follow-up jobs (recorded and deduplicated like the API's)
+    jobs: JobActions  # to enqueue, cancel and look up other jobs
     soft_deadline: float = float("inf")  # time.monotonic() of the soft time limit
 
     def past_soft_limit(self) -> bool:

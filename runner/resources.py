@@ -20,6 +20,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.exceptions import RedisError
 
 from runner import envelope
+from runner.backoff import Backoff, retry_with_backoff
 from runner.errors import ConfigError, StartupError
 from runner.settings import Settings
 
@@ -89,22 +90,24 @@ async def _no_server_reset(conn: asyncpg.Connection) -> None:
     still does its local cleanup and rolls back a transaction left open."""
 
 
+STARTUP_BACKOFF = Backoff(first_s=0.1, max_s=5.0)
+_UNREACHABLE = (OSError, asyncpg.PostgresError, RedisError, TimeoutError)
+
+
 async def _retry_startup(name: str, settings: Settings, connect: Callable[[], Awaitable[T]]) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.startup_retry_s
-    delay = 0.1
-    while True:
-        try:
-            return await connect()
-        except (OSError, asyncpg.PostgresError, RedisError, TimeoutError) as exc:
-            if loop.time() + delay > deadline:
-                raise StartupError(
-                    f"{name} did not answer within STARTUP_RETRY_S={settings.startup_retry_s}s: {exc!r}; "
-                    f"check that the server is running and the URL is right"
-                ) from exc
-            log.warning("startup_connect_retry", server=name, error=repr(exc), retry_in_s=round(delay, 2))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def on_retry(exc: BaseException, retry: int, delay: float) -> None:
+        log.warning("startup_connect_retry", server=name, error=repr(exc), attempt=retry, retry_in_s=round(delay, 2))
+
+    try:
+        return await retry_with_backoff(
+            connect, backoff=STARTUP_BACKOFF, budget_s=settings.startup_retry_s,
+            retry_if=lambda exc: isinstance(exc, _UNREACHABLE), on_retry=on_retry,
+        )  # fmt: skip
+    except _UNREACHABLE as exc:
+        raise StartupError(
+            f"{name} did not answer within STARTUP_RETRY_S={settings.startup_retry_s}s: {exc!r}; "
+            f"check that the server is running and the URL is right"
+        ) from exc
 
 
 async def _bounded_close(name: str, closing: Awaitable[None]) -> None:

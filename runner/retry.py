@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import email.utils
+import math
 import random
+import time
 from dataclasses import dataclass, field
 
+from runner.backoff import Backoff
 from runner.errors import PermanentError, TransientError
 
-__all__ = ["RetryPolicy", "is_transient", "retry_after_s"]
+__all__ = ["RetryPolicy", "is_transient", "parse_retry_after", "retry_after_s"]
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -23,16 +27,28 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_s(exc: BaseException) -> float | None:
-    """The server's wait hint: a TransientError's `retry_after_s`, or an HTTP error's Retry-After seconds."""
+    """The server's wait hint: a TransientError's `retry_after_s`, or an HTTP error's Retry-After header."""
     hint = getattr(exc, "retry_after_s", None)
     if isinstance(hint, int | float) and hint >= 0:
         return float(hint)
     response = getattr(exc, "response", None)
-    header = getattr(response, "headers", {}).get("retry-after") if response is not None else None
+    return parse_retry_after(getattr(response, "headers", {}).get("retry-after") if response is not None else None)
+
+
+def parse_retry_after(header: str | None, *, now: float | None = None) -> float | None:
+    """A Retry-After header as seconds from now (>= 0): delay-seconds or an HTTP date (RFC 9110 10.2.3);
+    None if absent or unreadable."""
+    if not header:
+        return None
     try:
-        return max(float(header), 0.0) if header is not None else None
+        seconds = float(header)
     except ValueError:
-        return None  # an HTTP-date: rare from APIs; fall back to our own backoff
+        try:
+            when = email.utils.parsedate_to_datetime(header).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -77,5 +93,5 @@ class RetryPolicy:
         hint = retry_after_s(exc)
         if hint is not None:
             return min(hint, self.max_delay_s)
-        delay = min(self.base_delay_s * 2.0 ** (attempt - 1), self.max_delay_s)
+        delay = Backoff(self.base_delay_s, self.max_delay_s).delay(attempt)
         return delay * (1 - self.jitter * self.rng.random())

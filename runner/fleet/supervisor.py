@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from runner.backoff import Backoff
+
 __all__ = ["CONTROL_FD_ENV", "RECYCLE_EXIT_CODE", "ChildExit", "ChildSpec", "Supervisor", "python_argv"]
 
 log = structlog.get_logger("runner.fleet.supervisor")
 
 RECYCLE_EXIT_CODE = 75  # a worker that retired itself (job or memory limit)
 CONTROL_FD_ENV = "RUNNER_CONTROL_FD"  # the fd a child writes b"retiring\n" to before it drains
-_MAX_BACKOFF_S = 30.0
+RESTART_BACKOFF = Backoff(first_s=0.5, max_s=30.0)  # a child that keeps dying
 _STABLE_AFTER_S = 30.0  # a child that lived this long has its crash backoff reset
 
 ChildExit = Callable[[str, int, int], Awaitable[None]]  # (instance id, pid, exit code)
@@ -141,7 +143,7 @@ class Supervisor:
             delay = 0.0
         else:
             slot.crashes = 0 if lived > _STABLE_AFTER_S else slot.crashes + 1
-            delay = min(0.5 * 2 ** max(slot.crashes - 1, 0), _MAX_BACKOFF_S) if slot.crashes > 1 else 0.0
+            delay = RESTART_BACKOFF.delay(slot.crashes - 1) if slot.crashes > 1 else 0.0  # the first: at once
             log.error("child_died", child=slot.spec.name, pid=process.pid, exit_code=code,
                       restart_in_s=delay if slot.spec.restart else None)  # fmt: skip
         if not slot.spec.restart:

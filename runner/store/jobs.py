@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
-from runner.status import ACTIVE, TERMINAL, JobStatus
+from runner.status import TERMINAL, JobStatus, allowed_sources
 
 __all__ = ["Connection", "JobRow", "JobStore", "PendingJob", "Transition", "collapse"]
 
@@ -24,7 +24,9 @@ __all__ = ["Connection", "JobRow", "JobStore", "PendingJob", "Transition", "coll
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 _TERMINAL = sorted(TERMINAL)
-_MOVABLE_FROM = sorted(ACTIVE)  # every transition's allowed sources (see runner.status)
+# Every transition is allowed from the same statuses (see runner.status), so one guard serves a batch.
+_MOVABLE_FROM = allowed_sources(JobStatus.PROCESSING)
+assert all(allowed_sources(s) == _MOVABLE_FROM for s in JobStatus if s is not JobStatus.PENDING)
 
 _INSERT_PENDING = """
 INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries)

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from runner.errors import ResourceNotOpenError
-from runner.outage import ride_out
+from runner.worker.outage import ride_out
 
 __all__ = ["Batcher"]
 

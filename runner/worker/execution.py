@@ -23,12 +23,13 @@ from runner.client import JobClient
 from runner.context import JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
 from runner.fleet.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
-from runner.outage import ride_out
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import JobStatus
 from runner.store.jobs import JobStore, Transition
 from runner.worker.batching import Batcher
+from runner.worker.outage import ride_out
+from runner.worker.soft_limit import SoftLimit
 
 __all__ = ["JobExecutor"]
 
@@ -168,7 +169,7 @@ class JobExecutor:
     async def _call(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> _Outcome:
         """Run the job's coroutine under its limits; a shutdown's cancellation propagates."""
         spec = prepared.spec
-        soft = _SoftLimit(ctx.soft_deadline - time.monotonic())
+        soft = SoftLimit(ctx.soft_deadline - time.monotonic())
         try:
             async with asyncio.timeout(spec.timeout_s) as limit:
                 result = await spec.coroutine(ctx, **prepared.kwargs)
@@ -374,34 +375,6 @@ def _take_back_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         task.uncancel()
-
-
-class _SoftLimit:
-    """Interrupts the current task's await once, at the soft limit, with a cancellation it can catch.
-
-    The cancel request is withdrawn as soon as it is made (the interrupt still lands on 3.11): the task's
-    cancel count then stays that of real cancellations, so a shutdown is never mistaken for the soft limit
-    and `asyncio.timeout` still reports the hard limit correctly after a job swallowed the warning."""
-
-    def __init__(self, delay_s: float) -> None:
-        self._task = asyncio.current_task()
-        self.fired = False
-        loop = asyncio.get_running_loop()
-        self._handle = loop.call_later(delay_s, self._fire) if delay_s < 1e9 else None
-
-    def _fire(self) -> None:
-        if self._task is not None:
-            self.fired = True
-            self._task.cancel("soft time limit")
-            self._task.uncancel()
-
-    def was_cause(self) -> bool:
-        """Whether a CancelledError reaching us is ours alone, with no shutdown asking to cancel too."""
-        return self.fired and self._task is not None and self._task.cancelling() == 0
-
-    def disarm(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
 
 
 def _unknown(name: str, specs: dict[str, JobSpec]) -> PermanentError:

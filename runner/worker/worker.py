@@ -22,6 +22,7 @@ import psutil
 import structlog
 from redis.exceptions import RedisError
 
+from runner.backoff import Backoff
 from runner.broker.queue import ClaimedJob, RedisQueue
 from runner.fleet.metrics import WORKER_EXITS, WORKERS_ALIVE
 from runner.registry import Registry
@@ -34,7 +35,9 @@ from runner.worker.sweeper import Sweeper
 
 __all__ = ["ExitReason", "Worker"]
 
-log = structlog.get_logger("runner.worker.worker")
+log = structlog.get_logger("runner.worker")
+
+CLAIM_BACKOFF = Backoff(first_s=0.1, max_s=1.0)  # after a failed claim round trip
 
 
 class ExitReason(StrEnum):
@@ -84,18 +87,18 @@ class Worker:
 
     async def run(self) -> ExitReason:
         """Open resources, apply migrations, run jobs until stopped or recycled, then drain and close."""
-        async with self._open() as executor:
-            queue = executor.queue
+        async with self._open() as parts:
+            queue = parts.queue
             renew = asyncio.create_task(self._renew_leases(queue), name="lease-renewal")
-            sweeper = Sweeper(executor.resources, executor.jobs, worker_id=self.worker_id)
+            sweeper = Sweeper(parts.resources, parts.executor, worker_id=self.worker_id)
             sweep = asyncio.create_task(sweeper.run_forever(), name="sweeper")
-            aborts = asyncio.create_task(self._watch_aborts(executor), name="abort-watch")
+            aborts = asyncio.create_task(self._watch_aborts(parts), name="abort-watch")
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
-                     concurrency=self.settings.worker_concurrency, jobs=sorted(executor.specs))  # fmt: skip
+                     concurrency=self.settings.worker_concurrency, job_names=sorted(parts.specs))  # fmt: skip
             self.ready.set()
             WORKERS_ALIVE.inc()
             try:
-                await self._claim_loop(executor)
+                await self._claim_loop(parts)
                 await self._drain()
                 with suppress(RedisError, OSError):  # e.g. a job handed over as our blocked read was cancelled
                     if released := await queue.release_all():
@@ -110,7 +113,7 @@ class Worker:
         return self.exit_reason
 
     @asynccontextmanager
-    async def _open(self) -> AsyncIterator[_Executor]:
+    async def _open(self) -> AsyncIterator[_Parts]:
         async with AsyncExitStack() as stack:
             resources: Resources = await stack.enter_async_context(open_resources(self.settings))
             await apply_migrations(resources.db, ["runner", *self.registry.migrations])
@@ -120,13 +123,13 @@ class Worker:
             queue = RedisQueue(resources.redis, queue=self.settings.queue_name, worker_id=self.worker_id,
                                lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
             specs = self.registry.resolved(self.settings)
-            jobs = await stack.enter_async_context(
+            executor = await stack.enter_async_context(
                 JobExecutor(resources, services, specs, queue, JobStore(resources.db), on_slot_free=self._slot_free)
             )
-            yield _Executor(jobs, queue, specs, resources)
+            yield _Parts(executor, queue, specs, resources)
 
-    async def _claim_loop(self, executor: _Executor) -> None:
-        queue, failures = executor.queue, 0
+    async def _claim_loop(self, parts: _Parts) -> None:
+        queue, failures = parts.queue, 0
         # Idle, we stay registered for a hand-off a little longer than one wait can last.
         idle_for_s = self.settings.poll_interval_s + 1.0
         while not self._stopping.is_set():
@@ -139,15 +142,15 @@ class Worker:
                     continue
                 claim = await queue.claim(int(time.time() * 1000), free, idle_for_s=idle_for_s)
                 for job in claim.jobs:
-                    self._start(executor.jobs, job)
+                    self._start(parts.executor, job)
                 if not claim.jobs and (handed := await self._wait_for_work(queue, claim.next_due_ms)):
-                    self._start(executor.jobs, handed)
+                    self._start(parts.executor, handed)
                     await asyncio.sleep(0)  # let the job start before we go back to Redis for more
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
                 log.warning("claim_failed", error=repr(exc), consecutive=failures)
-                await self._sleep(min(0.05 * 2**failures, 1.0))
+                await self._sleep(CLAIM_BACKOFF.delay(failures))
         with suppress(RedisError, OSError):
             if queue.idle:  # give back anything handed to us after our last claim
                 await queue.withdraw()
@@ -222,16 +225,16 @@ class Worker:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _watch_aborts(self, executor: _Executor) -> None:
+    async def _watch_aborts(self, parts: _Parts) -> None:
         """Cancel jobs someone asked to stop: ours that run, and queued ones nobody has claimed yet."""
         while True:
             await asyncio.sleep(self.settings.abort_poll_s)
             try:
-                for job_id in await executor.queue.abort_requests():
+                for job_id in await parts.queue.abort_requests():
                     if (task := self._running.get(job_id)) is not None:
-                        executor.jobs.abort(job_id, task)
-                    elif not self._stopping.is_set() and (claimed := await executor.queue.claim_one(job_id)):
-                        self._start(executor.jobs, claimed)
+                        parts.executor.abort(job_id, task)
+                    elif not self._stopping.is_set() and (claimed := await parts.queue.claim_one(job_id)):
+                        self._start(parts.executor, claimed)
             except (RedisError, OSError) as exc:
                 log.warning("abort_watch_failed", error=repr(exc))
 
@@ -249,11 +252,11 @@ class Worker:
                     log.warning("lease_lost", job_id=job_id)
 
 
-class _Executor:
+class _Parts:
     """The worker's per-run collaborators, bundled for the loop."""
 
-    def __init__(self, jobs: JobExecutor, queue: RedisQueue, specs: dict[str, Any], resources: Resources) -> None:
-        self.jobs = jobs
+    def __init__(self, executor: JobExecutor, queue: RedisQueue, specs: dict[str, Any], resources: Resources) -> None:
+        self.executor = executor
         self.resources = resources
         self.queue = queue
         self.specs = specs

@@ -19,4 +19,5 @@ registry = Registry(
     specs=(*story_registry.specs, kill_own_worker),
     services=story_registry.services,
     migrations=story_registry.migrations,
+    settings=story_registry.settings,
 )

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 class Fleet:
     """One supervisor process and its workers. Signals go only to processes this fleet started."""
 
-    def __init__(self, settings: Settings, log_dir: Path, *, jobs: str = "jobs:registry", **env: Any) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, *, registry: str = "jobs:registry", **env: Any) -> None:
         self.settings = settings
         self.log_path = log_dir / f"fleet-{uuid.uuid4().hex[:6]}.log"
-        self.jobs = jobs
+        self.registry = registry
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))},
             "REDIS_URL": str(settings.redis_url), "DATABASE_URL": str(settings.database_url),
@@ -44,7 +44,7 @@ class Fleet:
     def _spawn(self) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", "--no-api", "--jobs", self.jobs],
+            [sys.executable, "-m", "runner", "run", "--no-api", "--registry", self.registry],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=self._log, start_new_session=True,
         )  # fmt: skip
 

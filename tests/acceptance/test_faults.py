@@ -225,7 +225,7 @@ async def test_a_job_that_keeps_killing_its_worker_fails_after_max_tries(
     resources: Resources, settings: Settings, fleet: MakeFleet
 ):
     """A job that SIGKILLs its own worker each time is failed after JOB_MAX_TRIES, not run forever."""
-    running = await fleet(workers=1, jobs="tests.acceptance.crashy_jobs:registry").start()
+    running = await fleet(workers=1, registry="tests.acceptance.crashy_jobs:registry").start()
     client = JobClient(resources, crashy_jobs.registry.resolved(settings))
     await client.enqueue("crash.kill_own_worker", job_id="crasher", note="boom")
 

@@ -75,3 +75,31 @@ def test_http_retry_after_header_is_honoured():
     assert policy().decide(http_error(429, {"Retry-After": "12"}), 1) == 12.0
     delay = policy(base_delay_s=1.0).decide(http_error(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}), 1)
     assert delay is not None and delay <= 1.0
+
+
+def test_retry_after_parses_seconds_and_http_dates():
+    """One parser for both forms of RFC 9110's Retry-After; unreadable or absent means no hint."""
+    from runner.retry import parse_retry_after
+
+    now = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT", now=now) == 30.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0  # in the past: now
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("inf") is None
+
+
+def test_http_date_retry_after_on_an_http_error_is_honoured():
+    import email.utils
+    import time
+
+    import httpx
+
+    when = email.utils.formatdate(time.time() + 40, usegmt=True)
+    response = httpx.Response(429, headers={"retry-after": when}, request=httpx.Request("GET", "http://x"))
+    delay = RetryPolicy(max_tries=3).decide(httpx.HTTPStatusError("x", request=response.request, response=response), 1)
+    assert delay is not None and 38 <= delay <= 40
