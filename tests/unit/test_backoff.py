@@ -36,8 +36,10 @@ async def test_an_error_it_may_not_retry_is_raised_at_once():
         raise ValueError("a bug, not an outage")
 
     with pytest.raises(ValueError, match="a bug"):
-        await retry_with_backoff(broken, backoff=Backoff(0.001, 0.01), budget_s=5,
-                                 retry_if=lambda e: isinstance(e, ConnectionError), on_retry=lambda *_: None)  # fmt: skip
+        await retry_with_backoff(
+            broken, backoff=Backoff(0.001, 0.01), budget_s=5,
+            retry_if=lambda e: isinstance(e, ConnectionError), on_retry=lambda *_: None,
+        )  # fmt: skip
     assert len(calls) == 1
 
 
