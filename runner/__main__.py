@@ -74,12 +74,15 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker_main(settings: Settings, registry: Any, worker_id: str | None) -> int:
-    from runner.fleet.supervisor import CONTROL_FD_ENV, RECYCLE_EXIT_CODE
+    from runner.fleet.control import ControlPipe, Heartbeat
+    from runner.fleet.supervisor import RECYCLE_EXIT_CODE
     from runner.worker.worker import ExitReason, Worker
 
-    worker = Worker(settings, registry, worker_id=worker_id, on_retire=_tell_supervisor(os.environ.get(CONTROL_FD_ENV)))
+    pipe = ControlPipe.from_env()
+    worker = Worker(settings, registry, worker_id=worker_id, on_retire=pipe.retiring)
     loop = asyncio.get_running_loop()
     received: list[int] = []
+    running = asyncio.current_task()
 
     def on_signal(signum: int) -> None:  # record; the worker's loop acts
         received.append(signum)
@@ -88,36 +91,23 @@ async def _worker_main(settings: Settings, registry: Any, worker_id: str | None)
         else:
             worker.stop()
 
+    def on_orphaned() -> None:
+        """The supervisor is gone (SIGKILLed): stop at once, whatever we are doing; nobody would replace
+        or clean up after us. Running jobs are given back to the queue; a start-up still retrying ends."""
+        log.warning("supervisor_gone", worker_id=worker.worker_id, started=worker.ready.is_set())
+        if worker.ready.is_set():
+            worker.force_stop()
+        elif running is not None:
+            running.cancel()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    watchdog = asyncio.create_task(_stop_when_orphaned(worker))
-    try:
-        reason = await worker.run()
-    finally:
-        watchdog.cancel()
-    return 0 if reason is ExitReason.STOPPED else RECYCLE_EXIT_CODE
-
-
-def _tell_supervisor(control_fd: str | None) -> Any:
-    """A callback that tells the supervisor this worker is retiring, so it starts the replacement now."""
-
-    def retiring() -> None:
-        if control_fd is not None:
-            try:
-                os.write(int(control_fd), b"retiring\n")
-            except OSError as exc:
-                log.warning("control_pipe_write_failed", error=repr(exc))
-
-    return retiring
-
-
-async def _stop_when_orphaned(worker: Any) -> None:
-    """A worker whose supervisor vanished (SIGKILLed) stops gracefully instead of running unsupervised."""
-    parent = os.getppid()
-    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death; poll it
-        await asyncio.sleep(1.0)
-    log.warning("supervisor_gone", parent_pid=parent)
-    worker.stop()
+    async with Heartbeat(pipe, on_orphaned=on_orphaned):
+        try:
+            reason = await worker.run()
+        except asyncio.CancelledError:
+            return 1
+    return {ExitReason.STOPPED: 0, ExitReason.SIDE_TASK_FAILED: 1}.get(reason, RECYCLE_EXIT_CODE)
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(
         1.0, gt=0, description="fallback poll of an idle worker; enqueues wake it at once, deferred jobs on time"
     )
+    worker_hang_s: float | None = Field(
+        None, gt=0, description="kill a worker whose event loop is blocked this long; default 2/3 of LEASE_TTL_S"
+    )
     abort_poll_s: float = Field(0.5, gt=0, description="how soon a cancel request reaches a running job")
     shutdown_grace_s: float = Field(30, ge=0)
     sweep_interval_s: float = Field(30, gt=0, description="how often one worker looks for stuck status rows")
@@ -66,10 +69,20 @@ class Settings(BaseSettings):
     slot_prefix: str = Field("runner:slots", min_length=1, description="Redis key prefix of the shared slot pools")
 
     @model_validator(mode="after")
-    def _soft_below_hard(self) -> Settings:
+    def _limits_agree(self) -> Settings:
         if self.job_soft_timeout_s > self.job_timeout_s:
             raise ValueError(
                 f"JOB_SOFT_TIMEOUT_S ({self.job_soft_timeout_s}) must not exceed "
                 f"JOB_TIMEOUT_S ({self.job_timeout_s}): the soft limit warns before the hard one stops the job"
             )
+        if self.worker_hang_s is not None and self.worker_hang_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"WORKER_HANG_S ({self.worker_hang_s}) must be below LEASE_TTL_S ({self.lease_ttl_s}): a worker "
+                "blocked past its leases lets another worker start its jobs while it may still finish them"
+            )
         return self
+
+    @property
+    def hang_after_s(self) -> float:
+        """How long a worker's event loop may be blocked before its supervisor replaces it."""
+        return self.worker_hang_s if self.worker_hang_s is not None else self.lease_ttl_s * 2 / 3

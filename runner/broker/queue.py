@@ -232,4 +232,5 @@ def _unpack_handed(item: bytes) -> ClaimedJob:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # errors="replace": a member another system wrote (not UTF-8) must not crash the loop reading it.
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

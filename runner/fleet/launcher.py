@@ -85,6 +85,7 @@ def _children(settings: Settings, plan: LaunchPlan) -> list[ChildSpec]:
                 ChildSpec(
                     f"worker-{i}",
                     lambda instance: python_argv("worker", "--registry", registry, "--worker-id", instance),
+                    hang_after_s=settings.hang_after_s,
                 )
             )
     return children

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 import structlog
 
 from runner.backoff import Backoff
+from runner.fleet.control import BEAT_S, CONTROL_FD_ENV, parse_line
 
 __all__ = ["CONTROL_FD_ENV", "RECYCLE_EXIT_CODE", "ChildExit", "ChildSpec", "Supervisor", "python_argv"]
 
 log = structlog.get_logger("runner.fleet.supervisor")
 
 RECYCLE_EXIT_CODE = 75  # a worker that retired itself (job or memory limit)
-CONTROL_FD_ENV = "RUNNER_CONTROL_FD"  # the fd a child writes b"retiring\n" to before it drains
 RESTART_BACKOFF = Backoff(first_s=0.5, max_s=30.0)  # a child that keeps dying
 _STABLE_AFTER_S = 30.0  # a child that lived this long has its crash backoff reset
 
@@ -45,6 +45,8 @@ class ChildSpec:
     name: str
     argv: Callable[[str], Sequence[str]]
     restart: bool = True
+    # Kill a child whose event loop is blocked (or that is silent) this long; None: exits only.
+    hang_after_s: float | None = None
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Supervisor:
         self._processes: set[asyncio.subprocess.Process] = set()
         self.recycled = 0
         self.restarted = 0
+        self.hung = 0
+        self._heard: dict[int, float] = {}  # pid -> when its control pipe last spoke
 
     def handle_signal(self, signum: int) -> None:
         """Record the signal; the loop acts. First: graceful stop. Second SIGINT: kill now."""
@@ -88,7 +92,9 @@ class Supervisor:
     async def run(self) -> int:
         for slot in self._slots:
             await self._spawn(slot)
+        hangs = asyncio.create_task(self._watch_hangs(), name="hang-watch")
         await self._stopping.wait()
+        hangs.cancel()
         await self._stop_all()
         return 0
 
@@ -120,16 +126,45 @@ class Supervisor:
         )
         try:
             while line := await reader.readline():
-                if line.strip() == b"retiring" and slot.current is process and not self._stopping.is_set():
+                kind, blocked_s, task = parse_line(line)
+                self._heard[process.pid] = time.monotonic()
+                if kind == "retiring" and slot.current is process and not self._stopping.is_set():
                     log.info("child_retiring", child=slot.spec.name, pid=process.pid)
                     self.recycled += 1
                     await self._spawn(slot)
+                elif kind == "blocked" and slot.spec.hang_after_s is not None and blocked_s > slot.spec.hang_after_s:
+                    self._kill_hung(slot, process, f"its event loop has been blocked for {blocked_s:.1f}s", task)
         finally:
             transport.close()
+
+    async def _watch_hangs(self) -> None:
+        """Kill children that stopped reporting: a process frozen so hard its beat thread cannot speak."""
+        while True:
+            await asyncio.sleep(BEAT_S)
+            now = time.monotonic()
+            for slot in self._slots:
+                process, limit = slot.current, slot.spec.hang_after_s
+                if process is None or process.returncode is not None or limit is None:
+                    continue
+                heard = self._heard.get(process.pid)
+                if heard is not None and now - heard > limit:
+                    self._kill_hung(slot, process, f"it has been silent for {now - heard:.1f}s", "-")
+
+    def _kill_hung(self, slot: _Slot, process: asyncio.subprocess.Process, why: str, task: str) -> None:
+        """SIGKILL a hung child; its exit then frees its leases at once, like any crash."""
+        if process.returncode is not None or self._stopping.is_set():
+            return
+        self.hung += 1
+        self._heard.pop(process.pid, None)
+        job_id = task.removeprefix("job:") if task.startswith("job:") else None
+        log.error("child_hung", child=slot.spec.name, pid=process.pid, reason=why, task=task, job_id=job_id,
+                  hang_after_s=slot.spec.hang_after_s)  # fmt: skip
+        _signal(process, signal.SIGKILL)
 
     async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process, instance: str) -> None:
         code = await process.wait()
         self._processes.discard(process)
+        self._heard.pop(process.pid, None)
         if self._on_exit is not None:
             await self._report_exit(instance, process.pid, code)
         if self._stopping.is_set() or slot.current is not process:

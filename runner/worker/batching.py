@@ -61,6 +61,11 @@ class Batcher(Generic[T]):
         if done is not None:
             await done
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The writer task while open (for a watcher: it ends only at close, or by a bug)."""
+        return self._task
+
     async def close(self) -> None:
         """Write everything submitted so far, then stop."""
         if self._task is None or self._closing:

@@ -91,6 +91,10 @@ class JobExecutor:
         await self._finishes.close()
         await self._status_writes.close()
 
+    def side_tasks(self) -> list[asyncio.Task[None]]:
+        """The write batchers' tasks, for the worker to watch."""
+        return [t for t in (self._status_writes.task, self._finishes.task) if t is not None]
+
     async def _write_transitions(self, transitions: Sequence[Transition]) -> None:
         await self._store.move_many(transitions)
 

@@ -9,6 +9,7 @@ MAX_MEMORY_PER_WORKER_MB it stops taking jobs, drains and exits so its superviso
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -31,6 +32,7 @@ from runner.settings import Settings
 from runner.store.jobs import JobStore
 from runner.store.migrations import apply_migrations
 from runner.worker.execution import JobExecutor
+from runner.worker.side_tasks import SideTasks
 from runner.worker.sweeper import Sweeper
 
 __all__ = ["ExitReason", "Worker"]
@@ -44,6 +46,7 @@ class ExitReason(StrEnum):
     STOPPED = "stopped"
     RECYCLED_JOBS = "recycled_after_max_jobs"
     RECYCLED_MEMORY = "recycled_over_memory"
+    SIDE_TASK_FAILED = "side_task_failed"
 
 
 class Worker:
@@ -89,10 +92,12 @@ class Worker:
         """Open resources, apply migrations, run jobs until stopped or recycled, then drain and close."""
         async with self._open() as parts:
             queue = parts.queue
-            renew = asyncio.create_task(self._renew_leases(queue), name="lease-renewal")
-            sweeper = Sweeper(parts.resources, parts.executor, worker_id=self.worker_id)
-            sweep = asyncio.create_task(sweeper.run_forever(), name="sweeper")
-            aborts = asyncio.create_task(self._watch_aborts(parts), name="abort-watch")
+            side = SideTasks(self._side_task_failed)
+            side.start("lease-renewal", self._renew_leases(queue))
+            side.start("sweeper", Sweeper(parts.resources, parts.executor, worker_id=self.worker_id).run_forever())
+            side.start("abort-watch", self._watch_aborts(parts))
+            for task in parts.executor.side_tasks():
+                side.watch(task)
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
                      concurrency=self.settings.worker_concurrency, job_names=sorted(parts.specs))  # fmt: skip
             self.ready.set()
@@ -106,9 +111,7 @@ class Worker:
             finally:
                 WORKERS_ALIVE.dec()
                 WORKER_EXITS.labels(self.exit_reason.value).inc()
-                for task in (renew, sweep, aborts):
-                    task.cancel()
-                await asyncio.gather(renew, sweep, aborts, return_exceptions=True)
+                await side.stop()
         log.info("worker_stopped", worker_id=self.worker_id, reason=self.exit_reason, jobs_done=self.jobs_done)
         return self.exit_reason
 
@@ -202,9 +205,14 @@ class Worker:
             if rss_mb > limit_mb:
                 self._retire(ExitReason.RECYCLED_MEMORY, rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
 
-    def _retire(self, reason: ExitReason, **facts: Any) -> None:
+    def _side_task_failed(self, name: str, error: BaseException | None) -> None:
+        """A side task died: we can no longer keep our promises (leases, aborts), so stop and be replaced."""
+        self._retire(ExitReason.SIDE_TASK_FAILED, level="error", side_task=name,
+                     error=repr(error) if error is not None else "it ended on its own")  # fmt: skip
+
+    def _retire(self, reason: ExitReason, *, level: str = "info", **facts: Any) -> None:
         """Stop taking jobs, finish the running ones and exit; the supervisor starts a replacement now."""
-        log.info("worker_retiring", reason=reason, **facts)
+        log.log(logging.getLevelName(level.upper()), "worker_retiring", reason=reason, **facts)
         self.exit_reason = reason
         self.stop()
         if self._on_retire is not None:
