@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runner.context import JobContext
+from runner.context import JobActions, JobContext
 from runner.errors import PermanentError, SoftTimeLimitExceeded, TransientError
 from runner.registry import JobSpec, Registry, job
 from runner.resources import Resources, open_resources
@@ -18,11 +18,13 @@ from runner.settings import Settings
 from runner.status import JobStatus
 
 if TYPE_CHECKING:
+    from runner.broker.slots import SlotHolder, SlotPool
     from runner.client import EnqueueResult, JobClient
     from runner.worker.worker import Worker
 
 __all__ = [
     "EnqueueResult",
+    "JobActions",
     "JobClient",
     "JobContext",
     "JobSpec",
@@ -32,6 +34,8 @@ __all__ = [
     "Resources",
     "RetryPolicy",
     "Settings",
+    "SlotHolder",
+    "SlotPool",
     "SoftTimeLimitExceeded",
     "TransientError",
     "Worker",
@@ -39,7 +43,13 @@ __all__ = [
     "open_resources",
 ]
 
-_LAZY = {"EnqueueResult": "runner.client", "JobClient": "runner.client", "Worker": "runner.worker.worker"}
+_LAZY = {
+    "EnqueueResult": "runner.client",
+    "JobClient": "runner.client",
+    "SlotHolder": "runner.broker.slots",
+    "SlotPool": "runner.broker.slots",
+    "Worker": "runner.worker.worker",
+}
 
 
 def __getattr__(name: str) -> Any:

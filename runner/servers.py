@@ -7,12 +7,15 @@ times out with the builtin `TimeoutError`. So a builtin connection or timeout er
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, Literal
 
 import asyncpg
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["POSTGRES_DOWN", "Server", "unavailable_server"]
+__all__ = ["POSTGRES_DOWN", "Server", "check_servers", "unavailable_server"]
 
 Server = Literal["redis", "postgres"]
 
@@ -33,3 +36,16 @@ def unavailable_server(exc: BaseException) -> Server | None:
     if isinstance(exc, POSTGRES_DOWN):
         return "postgres"
     return None
+
+
+async def check_servers(redis: Redis, db: asyncpg.Pool, *, timeout_s: float = 2.0) -> dict[Server, str]:
+    """Each server's state: "ok", or "down: <error>" (a round trip each, bounded by `timeout_s`)."""
+    probes: dict[Server, Awaitable[Any]] = {"redis": redis.ping(), "postgres": db.fetchval("SELECT 1")}
+    checks: dict[Server, str] = {}
+    for name, probe in probes.items():
+        try:
+            await asyncio.wait_for(probe, timeout_s)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"down: {type(exc).__name__}: {exc}"
+    return checks

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -12,11 +9,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from api.deps import State
 from runner.broker.queue import queue_depth
 from runner.fleet.metrics import render
+from runner.servers import check_servers
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
-_CHECK_TIMEOUT_S = 2.0
 
 
 @router.get("/health")
@@ -28,16 +25,7 @@ async def health() -> dict[str, str]:
 @router.get("/ready", responses={503: {"description": "Redis or Postgres does not answer; `checks` says which"}})
 async def ready(state: State) -> JSONResponse:
     """200 only when Redis and Postgres both answer; else 503 naming the one that is down."""
-    checks: dict[str, Any] = {}
-    for name, probe in (
-        ("redis", state.resources.redis.ping()),
-        ("postgres", state.resources.db.fetchval("SELECT 1")),
-    ):
-        try:
-            await asyncio.wait_for(probe, _CHECK_TIMEOUT_S)
-            checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = f"down: {type(exc).__name__}: {exc}"
+    checks = await check_servers(state.resources.redis, state.resources.db)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
 

@@ -15,7 +15,6 @@ from arq.connections import ArqRedis
 from prometheus_client import start_http_server
 
 from runner.broker.queue import release_dead_worker
-from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey, owned_server
 from runner.fleet.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
 from runner.fleet.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
 from runner.resources import connect_redis
@@ -41,6 +40,11 @@ def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
     or on a free port, recorded for the others, and stopped at exit. A server this DATA_DIR did not
     start (another checkout's, another program's) is never used: see runner.devservers.ownership."""
     env: dict[str, str] = {}
+    if settings.redis_url and settings.database_url:  # production: the dev servers are not even imported
+        yield env
+        return
+    from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey, owned_server
+
     with ExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         wanted: list[tuple[str, str | None, EmbeddedServer]] = [
