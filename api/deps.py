@@ -7,8 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from jobs.accounts import Accounts
+from jobs.conversations import Conversations
+from jobs.public_stories import PublicStoryRepository
 from jobs.settings import StorySettings
 from jobs.stories import StoryWorkflow
+from jobs.story_lists import StoryLists
+from jobs.users import UserRepository
 from runner.client import JobClient
 from runner.resources import Resources
 
@@ -21,6 +26,11 @@ class AppState:
     resources: Resources
     client: JobClient
     stories: StoryWorkflow
+    lists: StoryLists
+    users: UserRepository
+    public: PublicStoryRepository
+    conversations: Conversations
+    accounts: Accounts
 
     def media_url(self, request: Request, key: str | None) -> str | None:
         if key is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from jobs import STORY_JOB, registry
-from jobs.repository import StoryRepository
+from jobs.repository import NewStory, StoryRepository
 from runner.client import JobClient
 from runner.devservers import EmbeddedPostgres, EmbeddedValkey
 from runner.resources import open_resources
@@ -55,7 +55,7 @@ async def enqueue_stories(settings: Settings, count: int) -> list[str]:
             story_id = uuid.uuid4()
             job_id = f"{STORY_JOB}:{story_id}"
             job = client.pending(STORY_JOB, job_id=job_id, kwargs={"story_id": str(story_id)})
-            await stories.create(story_id=story_id, user_id="bench", title="", prompt="a bench story", job=job)
+            await stories.create(NewStory(story_id, user_id="bench", title="", prompt="a bench story"), job=job)
             await client.push(STORY_JOB, job_id=job_id, kwargs={"story_id": str(story_id)})
             ids.append(str(story_id))
         return ids

@@ -19,7 +19,15 @@ import orjson
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
 from runner.store.jobs import JobStore, PendingJob
 
-__all__ = ["SceneOutcome", "SceneRecord", "StoryRecord", "StoryRepository", "StoryStatus", "scene_id_for"]
+__all__ = [
+    "NewStory",
+    "SceneOutcome",
+    "SceneRecord",
+    "StoryRecord",
+    "StoryRepository",
+    "StoryStatus",
+    "scene_id_for",
+]
 
 
 class StoryStatus(StrEnum):
@@ -65,6 +73,13 @@ class StoryRecord:
     cover_image_key: str | None
     created_at: datetime
     updated_at: datetime
+    style: str | None = None  # the client's style hint for the images
+    num_scenes: int | None = None  # scenes the client asked for (else STORY_SCENES)
+    source: str = "user"
+    updated_by: str | None = None
+    conversation_id: str | None = None  # made from an ElevenLabs conversation
+    agent_id: str | None = None
+    fetch_transcript: bool = False
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> StoryRecord:
@@ -73,6 +88,22 @@ class StoryRecord:
         if values["visual_profile"] is not None:
             values["visual_profile"] = orjson.loads(values["visual_profile"])
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class NewStory:
+    """A story about to be created: what the client asked for."""
+
+    story_id: uuid.UUID
+    user_id: str
+    title: str
+    prompt: str
+    style: str | None = None
+    num_scenes: int | None = None
+    source: str = "user"
+    conversation_id: str | None = None
+    agent_id: str | None = None
+    fetch_transcript: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +126,25 @@ class StoryRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(
-        self, *, story_id: uuid.UUID, user_id: str, title: str, prompt: str, job: PendingJob
-    ) -> StoryRecord:
+    async def create(self, story: NewStory, *, job: PendingJob) -> StoryRecord:
         """Insert the story and its job's pending row in one statement: both or neither, one round trip."""
         record = await self._pool.fetchrow(
-            f"WITH {job.cte(first_param=5)} "
-            "INSERT INTO stories (story_id, user_id, title, prompt, job_id) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            story_id, user_id, title, prompt, *job.params,
+            f"WITH {job.cte(first_param=11)} "
+            "INSERT INTO stories (story_id, user_id, title, prompt, style, num_scenes, source, conversation_id, "
+            "agent_id, fetch_transcript, job_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
+            story.story_id, story.user_id, story.title, story.prompt, story.style, story.num_scenes, story.source,
+            story.conversation_id, story.agent_id, story.fetch_transcript, *job.params,
         )  # fmt: skip
         assert record is not None
         return StoryRecord.from_record(record)
+
+    async def set_prompt(self, story_id: uuid.UUID, prompt: str) -> None:
+        """The prompt a conversation's transcript made, once the story job fetched it."""
+        await self._pool.execute(
+            "UPDATE stories SET prompt = $2, fetch_transcript = false, updated_at = now() WHERE story_id = $1",
+            story_id,
+            prompt,
+        )
 
     async def get(self, story_id: uuid.UUID) -> StoryRecord | None:
         record = await self._pool.fetchrow("SELECT * FROM stories WHERE story_id = $1", story_id)

@@ -10,6 +10,7 @@ import httpx
 import structlog
 
 from jobs.providers.base import ImageProvider, Providers, SpeechProvider, TextProvider
+from jobs.providers.conversations import ElevenLabsConversations
 from jobs.providers.elevenlabs import ElevenLabsSpeechProvider
 from jobs.providers.http import provider_timeout
 from jobs.providers.offline import offline_providers
@@ -32,6 +33,7 @@ class StoryServices:
     stories: StoryRepository
     storage: MediaStorage
     providers: Providers
+    conversations: ElevenLabsConversations | None = None  # None: no key, transcripts are not fetched
 
 
 def build_providers(settings: StorySettings, http: httpx.AsyncClient) -> Providers:
@@ -67,6 +69,16 @@ def _speech(
     return offline
 
 
+def _conversations(settings: StorySettings, http: httpx.AsyncClient) -> ElevenLabsConversations | None:
+    key = settings.conversations_api_key
+    if key is None and settings.speech_provider == "elevenlabs":
+        key = settings.speech_api_key
+    if key is None:
+        return None
+    timeout = provider_timeout(settings.http_connect_timeout_s, settings.http_read_timeout_s)
+    return ElevenLabsConversations(http, base_url=settings.conversations_base_url, api_key=key, timeout=timeout)
+
+
 def _say_which_are_offline(settings: StorySettings) -> None:
     kinds = {"text": settings.text_provider, "image": settings.image_provider, "speech": settings.speech_provider}
     offline = sorted(kind for kind, name in kinds.items() if name == "offline")
@@ -100,6 +112,7 @@ async def open_story_services(resources: Resources) -> AsyncIterator[StoryServic
     _say_which_are_offline(settings)
     async with SlotHolder(resources.redis, prefix=settings.slot_prefix) as holder:
         yield StoryServices(
+            conversations=_conversations(settings, resources.http),
             settings=settings,
             stories=StoryRepository(resources.db),
             storage=LocalMediaStorage(settings.media_path),

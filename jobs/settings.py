@@ -40,6 +40,9 @@ class StorySettings(Settings):
     speech_api_key: SecretStr | None = None
     speech_voice_id: str = Field("21m00Tcm4TlvDq8ikWrM", description="ElevenLabs voice id, or OpenAI voice name")
     speech_model: str = "eleven_multilingual_v2"
+    # ElevenLabs Conversational AI, for stories made from a conversation's transcript (no key: not fetched).
+    conversations_base_url: str = "https://api.elevenlabs.io"
+    conversations_api_key: SecretStr | None = Field(None, description="default: SPEECH_API_KEY with ElevenLabs")
     # Shared slot pools per provider kind, across all worker processes (0 a minute: no per-minute limit).
     text_max_concurrency: int = Field(16, ge=1)
     image_max_concurrency: int = Field(16, ge=1)
@@ -48,6 +51,13 @@ class StorySettings(Settings):
     image_per_minute: int = Field(0, ge=0)
     speech_per_minute: int = Field(0, ge=0)
     provider_max_wait_s: float = Field(30, gt=0, description="wait for a provider slot, then retry the job later")
+
+    @property
+    def conversations_available(self) -> bool:
+        """Whether conversation transcripts can be fetched (an ElevenLabs key is set)."""
+        return self.conversations_api_key is not None or (
+            self.speech_provider == "elevenlabs" and self.speech_api_key is not None
+        )
 
     @property
     def media_path(self) -> Path:

@@ -14,7 +14,8 @@ import uuid
 from typing import Any
 
 from jobs.ids import MEDIA_JOB, STORY_JOB, media_job_id
-from jobs.repository import StoryStatus
+from jobs.providers.conversations import transcript_prompt
+from jobs.repository import StoryRecord, StoryStatus
 from jobs.services import StoryServices
 from runner.context import JobContext
 from runner.errors import PermanentError
@@ -51,11 +52,14 @@ async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, A
     await stories.move(story_id, StoryStatus.PROCESSING)
     saved = await stories.saved_draft(story_id)
     if saved is None:
-        draft = await text.write_story(
-            title=story.title, prompt=story.prompt, scene_count=services.settings.story_scenes
-        )
+        prompt = await _prompt(ctx, services, story)
+        scenes = story.num_scenes or services.settings.story_scenes
+        draft = await text.write_story(title=story.title, prompt=prompt, scene_count=scenes)
         await stories.save_draft(story_id, draft)
-        await stories.save_visual_profile(story_id, await text.visual_profile(story=draft))
+        profile = await text.visual_profile(story=draft)
+        if story.style:  # the client's style hint leads every image prompt of the story
+            profile = profile.model_copy(update={"base_style": f"{story.style} style; {profile.base_style}"[:1000]})
+        await stories.save_visual_profile(story_id, profile)
         scene_count = len(draft.scenes)
     else:
         scene_count = len(saved[0].scenes)
@@ -65,3 +69,16 @@ async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, A
     ))  # fmt: skip
     ctx.log.info("scene_media_enqueued", scenes=scene_count, reused_draft=saved is not None)
     return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}
+
+
+async def _prompt(ctx: JobContext, services: StoryServices, story: StoryRecord) -> str:
+    """The story's prompt; for a story made from a conversation, the transcript's (fetched once, kept)."""
+    if not (story.fetch_transcript and story.conversation_id) or services.conversations is None:
+        return story.prompt
+    transcript = await services.conversations.transcript(story.conversation_id)
+    if not transcript:
+        ctx.log.warning("conversation_transcript_empty", conversation_id=story.conversation_id)
+        return story.prompt
+    prompt = transcript_prompt(transcript)
+    await services.stories.set_prompt(story.story_id, prompt)
+    return prompt

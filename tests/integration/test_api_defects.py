@@ -88,7 +88,10 @@ def test_openapi_lists_every_status_the_routes_answer():
     want = {
         ("/stories/", "post"): {"202", "400", "422", "503"},
         ("/stories/{story_id}", "get"): {"200", "404", "422", "503"},
-        ("/stories/{story_id}", "delete"): {"204", "404", "422", "503"},
+        ("/stories/{story_id}", "delete"): {"200", "404", "422", "503"},
+        ("/stories/{story_id}/status", "put"): {"200", "400", "404", "409", "422", "503"},
+        ("/users/", "post"): {"201", "409", "422", "503"},
+        ("/users/{user_id}", "get"): {"200", "404", "422", "503"},
         ("/stories/{story_id}/status", "get"): {"200", "404", "422", "503"},
         ("/jobs/{job_id}", "get"): {"200", "404", "422", "503"},
         ("/jobs/{job_id}/cancel", "post"): {"202", "404", "409", "422", "503"},

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
-from jobs.repository import SceneOutcome, StoryRepository, StoryStatus
+from jobs.repository import NewStory, SceneOutcome, StoryRepository, StoryStatus
 from runner.resources import Resources
 from runner.store.jobs import PendingJob
 
@@ -14,7 +14,7 @@ from runner.store.jobs import PendingJob
 async def processing_story(stories: StoryRepository, resources: Resources, scenes: int) -> uuid.UUID:
     story_id = uuid.uuid4()
     job = PendingJob(f"job:{story_id}", "story_task.generate", "q", {"story_id": str(story_id)}, 3)
-    await stories.create(story_id=story_id, user_id="u", title="t", prompt="p", job=job)
+    await stories.create(NewStory(story_id, "u", "t", "p"), job=job)
     draft = StoryDraft(title="t", scenes=[SceneDraft(title=f"s{n}", text="x", image_prompt="y") for n in range(scenes)])
     await stories.save_draft(story_id, draft)
     await stories.save_visual_profile(story_id, VisualProfile(characters="c", setting="s", base_style="b"))

@@ -1,47 +1,38 @@
-"""Request and response shapes, kept compatible with the existing StoryMimi client."""
+"""Stories and jobs: request and response shapes, compatible with the old backend's clients (which
+send `style` and `num_scenes`, and fields this API does not know: those are ignored)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CancelOut", "JobOut", "SceneOut", "StoryCreate", "StoryCreated", "StoryOut", "StoryStatusOut"]
+from api.schemas.text import Prompt, Style, Title, UserId
+from jobs.providers.base import MAX_SCENES
 
-MAX_PROMPT_CHARS = 4000
-
-
-def storable_text(value: str) -> str:
-    """Text Postgres can store: no NUL character, no lone surrogate (it is refused, not mangled)."""
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character (\\u0000)")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (it has a lone surrogate such as \\ud800)") from None
-    return value
-
-
-Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(storable_text)]
-Prompt = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_PROMPT_CHARS),
-    AfterValidator(storable_text),
-]
-UserId = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@\-]+$"),
+__all__ = [
+    "CancelOut",
+    "JobOut",
+    "SceneOut",
+    "StoryCreate",
+    "StoryCreated",
+    "StoryOut",
+    "StoryRow",
+    "StoryStatusOut",
+    "SuccessOut",
 ]
 
 
 class StoryCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")  # the old clients send fields of their own
 
     title: Title = Field("", description="optional; the LLM's title is used when empty")
     prompt: Prompt
     user_id: UserId
+    style: Style | None = Field(None, description="a style hint for the images, e.g. fantasy or sci-fi")
+    num_scenes: int | None = Field(None, ge=1, le=MAX_SCENES, description="default: STORY_SCENES")
 
 
 class StoryCreated(BaseModel):
@@ -50,6 +41,7 @@ class StoryCreated(BaseModel):
     error: str | None
     story_id: uuid.UUID
     user_id: str
+    cover_image_url: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -61,6 +53,7 @@ class SceneOut(BaseModel):
     title: str
     text: str
     image_prompt: str
+    audio_prompt: str | None = None
     image_url: str | None
     audio_url: str | None
     created_at: datetime
@@ -110,3 +103,26 @@ class CancelOut(BaseModel):
     job_id: str
     status: str
     cancel_requested: bool
+
+
+class StoryRow(BaseModel):
+    """A story as the old list routes returned it (its whole row)."""
+
+    story_id: uuid.UUID
+    title: str
+    prompt: str
+    status: str
+    error: str | None
+    user_id: str
+    style: str | None
+    num_scenes: int | None
+    story_metadata: dict[str, Any] | None
+    source: str
+    updated_by: str | None
+    cover_image_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SuccessOut(BaseModel):
+    success: bool = True
