@@ -74,7 +74,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _worker_main(settings: Settings, registry: Any, worker_id: str | None) -> int:
-    from runner.fleet.control import ControlPipe, Heartbeat
+    from runner.fleet.control import ControlPipe
     from runner.fleet.supervisor import RECYCLE_EXIT_CODE
     from runner.worker.worker import ExitReason, Worker
 
@@ -102,12 +102,20 @@ async def _worker_main(settings: Settings, registry: Any, worker_id: str | None)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    async with Heartbeat(pipe, on_orphaned=on_orphaned):
+    async with _heartbeat(settings, pipe, "worker", on_orphaned):
         try:
             reason = await worker.run()
         except asyncio.CancelledError:
             return 1
     return {ExitReason.STOPPED: 0, ExitReason.SIDE_TASK_FAILED: 1}.get(reason, RECYCLE_EXIT_CODE)
+
+
+def _heartbeat(settings: Settings, pipe: Any, process: str, on_orphaned: Any) -> Any:
+    from runner.fleet.control import Heartbeat
+    from runner.fleet.metrics import LOOP_LAG
+
+    lag = LOOP_LAG.labels(process)
+    return Heartbeat(pipe, on_orphaned=on_orphaned, observe_lag=lag.observe, blocked_log_s=settings.loop_blocked_log_s)
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -120,8 +128,19 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
                             log_config=None, access_log=False, lifespan="on")  # fmt: skip
     config.load()  # import and build the app now, so the frozen start-up heap includes it
     freeze_startup_heap()
-    uvloop.run(uvicorn.Server(config).serve())
+    uvloop.run(_api_main(settings, uvicorn.Server(config)))
     return 0
+
+
+async def _api_main(settings: Settings, server: Any) -> None:
+    from runner.fleet.control import ControlPipe
+
+    def on_orphaned() -> None:
+        log.warning("supervisor_gone", process="api")
+        server.should_exit = True
+
+    async with _heartbeat(settings, ControlPipe.from_env(), "api", on_orphaned):
+        await server.serve()
 
 
 def _load(path: str) -> Any:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     worker_hang_s: float | None = Field(
         None, gt=0, description="kill a worker whose event loop is blocked this long; default 2/3 of LEASE_TTL_S"
     )
+    loop_blocked_log_s: float = Field(
+        1.0, gt=0, description="log the stack of an event loop blocked this long (once per block)"
+    )
     abort_poll_s: float = Field(0.5, gt=0, description="how soon a cancel request reaches a running job")
     shutdown_grace_s: float = Field(30, ge=0)
     sweep_interval_s: float = Field(30, gt=0, description="how often one worker looks for stuck status rows")

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from types import TracebackType
 
@@ -30,6 +32,7 @@ log = structlog.get_logger("runner.fleet.control")
 
 CONTROL_FD_ENV = "RUNNER_CONTROL_FD"  # the fd of the pipe's write end, given to each child
 BEAT_S = 0.5  # how often the child reports
+LAG_TICK_S = 0.25  # how often the loop's own timer measures its lag
 
 
 class ControlPipe:
@@ -66,11 +69,25 @@ class ControlPipe:
 
 class Heartbeat:
     """While open (`async with`), reports the loop's liveness on the control pipe every BEAT_S and calls
-    `on_orphaned` in the loop once the supervisor is gone."""
+    `on_orphaned` in the loop once the supervisor is gone. It also measures the loop's lag (how late its
+    own timer fires: `observe_lag`), and when the loop has been blocked for `blocked_log_s` it logs, once
+    per block, the stack the loop is stuck in and the job running there: a job calling blocking code is
+    told where."""
 
-    def __init__(self, pipe: ControlPipe, *, on_orphaned: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        pipe: ControlPipe,
+        *,
+        on_orphaned: Callable[[], None],
+        observe_lag: Callable[[float], None] | None = None,
+        blocked_log_s: float = 1.0,
+    ) -> None:
         self._pipe = pipe
         self._on_orphaned = on_orphaned
+        self._observe_lag = observe_lag
+        self._blocked_log_s = blocked_log_s
+        self._told = False  # the current block was logged
+        self._loop_thread = 0
         self._parent = os.getppid()
         self._turned = time.monotonic()
         self._stop = threading.Event()
@@ -80,6 +97,7 @@ class Heartbeat:
 
     async def __aenter__(self) -> Heartbeat:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._stamp = asyncio.create_task(self._stamp_turns(), name="heartbeat")
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._thread.start()
@@ -95,22 +113,49 @@ class Heartbeat:
                 await self._stamp
 
     async def _stamp_turns(self) -> None:
+        period = LAG_TICK_S
         while True:
-            self._turned = time.monotonic()
-            await asyncio.sleep(BEAT_S / 2)
+            asked = time.monotonic()
+            self._turned = asked
+            await asyncio.sleep(period)
+            if self._observe_lag is not None:
+                self._observe_lag(max(time.monotonic() - asked - period, 0.0))
 
     def _beat(self) -> None:
-        while not self._stop.wait(BEAT_S):
-            if os.getppid() != self._parent or not self._pipe.send(self._report()):
+        tick = min(BEAT_S, self._blocked_log_s / 2)
+        last_report = 0.0
+        while not self._stop.wait(tick):
+            stuck_s = time.monotonic() - self._turned
+            self._tell_where(stuck_s)
+            if time.monotonic() - last_report < BEAT_S:
+                continue
+            last_report = time.monotonic()
+            if os.getppid() != self._parent or not self._pipe.send(self._report(stuck_s)):
                 self._orphaned()
                 return
 
-    def _report(self) -> str:
-        stuck_s = time.monotonic() - self._turned
+    def _report(self, stuck_s: float) -> str:
         if stuck_s < BEAT_S * 2:
             return "alive"
+        return f"blocked {stuck_s:.1f} {self._task_name()}"
+
+    def _task_name(self) -> str:
         task = asyncio.current_task(self._loop) if self._loop is not None else None  # read from this thread
-        return f"blocked {stuck_s:.1f} {task.get_name() if task is not None else '-'}"
+        return task.get_name() if task is not None else "-"
+
+    def _tell_where(self, stuck_s: float) -> None:
+        """Log the blocked loop's stack once per block (from this thread: the loop cannot)."""
+        if stuck_s < self._blocked_log_s:
+            self._told = False
+            return
+        if self._told:
+            return
+        self._told = True
+        frame = sys._current_frames().get(self._loop_thread)
+        stack = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_stack(frame)[-12:]] if frame else []
+        task = self._task_name()
+        log.warning("event_loop_blocked", blocked_s=round(stuck_s, 2), task=task,
+                    job_id=task.removeprefix("job:") if task.startswith("job:") else None, stack=stack)  # fmt: skip
 
     def _orphaned(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -16,7 +16,9 @@ __all__ = [
     "JOBS",
     "JOBS_IN_FLIGHT",
     "JOB_DURATION",
+    "LOOP_LAG",
     "MULTIPROC_ENV",
+    "PROVIDER_RETRIES",
     "WORKERS_ALIVE",
     "WORKER_EXITS",
     "fleet_registry",
@@ -35,6 +37,17 @@ JOB_DURATION = Histogram(
 JOBS_IN_FLIGHT = Gauge("runner_jobs_in_flight", "Jobs running now", multiprocess_mode="livesum")
 WORKERS_ALIVE = Gauge("runner_workers_alive", "Worker processes running now", multiprocess_mode="livesum")
 WORKER_EXITS = Counter("runner_worker_exits", "Worker processes that ended, by reason", ["reason"])
+LOOP_LAG = Histogram(
+    "runner_event_loop_lag_seconds",
+    "How late each process's event loop runs a 250 ms timer (a blocked loop shows here), by process kind",
+    ["process"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PROVIDER_RETRIES = Counter(
+    "runner_provider_retries",
+    "Provider calls tried again inside a job, by provider, kind (text, image, speech) and reason",
+    ["provider", "kind", "reason"],
+)
 
 
 def mark_process_dead(pid: int) -> None:

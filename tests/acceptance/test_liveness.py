@@ -54,6 +54,9 @@ async def test_a_worker_whose_loop_is_blocked_is_killed_and_its_jobs_run_again_w
     assert took < 10, f"{took:.1f}s: the leases must be freed when the hung worker is killed, not lapse (30 s)"
     hung = fleet.events("child_hung")
     assert len(hung) == 1 and hung[0]["job_id"] == blocker, hung
+    told = fleet.events("event_loop_blocked")  # the worker itself said where it was stuck, before the kill
+    assert told and told[0]["job_id"] == blocker
+    assert any("blocking_jobs.py" in frame and "block_loop" in frame for frame in told[0]["stack"]), told[0]
     row = await client.get(blocker)
     assert row is not None and row.attempts == 2
 
