@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import AppState
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.media import MediaFiles
 from api.routes import health, jobs, public_stories, root, stories, users
@@ -56,8 +57,9 @@ def create_app(settings: StorySettings | None = None) -> FastAPI:
             app.state.storymimi = _state(settings, resources)
             yield
 
-    app = FastAPI(title="StoryMimi", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="StoryMimi", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(root.router)
     app.include_router(public_stories.router)  # before stories: /stories/public is not a story id
     app.include_router(stories.router)

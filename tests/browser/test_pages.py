@@ -18,7 +18,7 @@ from jobs import registry
 from jobs.providers.offline import OFFLINE_MARKER
 from runner.devservers import EmbeddedValkey
 from runner.worker.worker import Worker
-from tests.browser.conftest import CHROMIUM, OFFLINE_LATENCY_MS, Tab, serve_app
+from tests.browser.conftest import CHROMIUM, OFFLINE_LATENCY_MS, TIMEOUT_MS, Tab, serve_app
 from tests.conftest import MakeSettings, RunWorker, wait_for
 
 if not CHROMIUM.exists():
@@ -310,3 +310,12 @@ async def test_a_server_that_is_down_is_named_in_the_page_and_a_retry_then_works
             await page.wait_for_url("**/static/story-status.html?id=*")
             await expect(page.locator("#status")).to_have_text("pending")  # no worker on this Redis
             watch.assert_clean()
+
+
+async def test_the_api_docs_page_works_without_the_internet(live_app: str, tab: Tab):
+    """/docs (linked from every page) loads Swagger UI from this server, not a CDN, and shows the routes."""
+    page, watch = tab.page, tab.watch
+    await page.goto(f"{live_app}/docs")
+    await expect(page.get_by_text("/stories/conversation-to-story").first).to_be_visible(timeout=TIMEOUT_MS)
+    assert ("GET", "/docs-assets/swagger-ui-bundle.js") in watch.requests
+    watch.assert_clean()  # a CDN request would have failed here: no internet
