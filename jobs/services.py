@@ -15,6 +15,7 @@ from jobs.providers.elevenlabs import ElevenLabsSpeechProvider
 from jobs.providers.http import provider_timeout
 from jobs.providers.offline import offline_providers
 from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
+from jobs.providers.retries import CallRetryPolicy
 from jobs.providers.slotted import with_slots
 from jobs.repository import StoryRepository
 from jobs.settings import StorySettings, story_settings
@@ -40,31 +41,41 @@ def build_providers(settings: StorySettings, http: httpx.AsyncClient) -> Provide
     """The configured providers over the process's one httpx client; the offline ones say what they are."""
     offline = offline_providers(settings.offline_latency_ms / 1000)
     timeout = provider_timeout(settings.http_connect_timeout_s, settings.http_read_timeout_s)
+    retry = call_retry(settings)
     text: TextProvider = offline.text
     if settings.text_provider == "openai":
         text = OpenAITextProvider(
             http, base_url=settings.llm_base_url, api_key=settings.llm_api_key, model=settings.llm_model,
-            timeout=timeout, json_mode=settings.llm_json_mode,
+            timeout=timeout, json_mode=settings.llm_json_mode, retry=retry,
         )  # fmt: skip
     image: ImageProvider = offline.image
     if settings.image_provider == "openai":
         image = OpenAIImageProvider(http, base_url=settings.image_base_url, api_key=settings.image_api_key,
                                     model=settings.image_model, size=settings.image_size,
-                                    send_seed=settings.image_send_seed, timeout=timeout)  # fmt: skip
-    return Providers(text=text, image=image, speech=_speech(settings, http, timeout, offline.speech))
+                                    send_seed=settings.image_send_seed, timeout=timeout, retry=retry)  # fmt: skip
+    return Providers(text=text, image=image, speech=_speech(settings, http, timeout, offline.speech, retry))
+
+
+def call_retry(settings: StorySettings) -> CallRetryPolicy:
+    """How one provider call is retried inside its job (PROVIDER_CALL_RETRIES, PROVIDER_CALL_BUDGET_S)."""
+    return CallRetryPolicy(retries=settings.provider_call_retries, budget_s=settings.provider_call_budget_s)
 
 
 def _speech(
-    settings: StorySettings, http: httpx.AsyncClient, timeout: httpx.Timeout, offline: SpeechProvider
+    settings: StorySettings,
+    http: httpx.AsyncClient,
+    timeout: httpx.Timeout,
+    offline: SpeechProvider,
+    retry: CallRetryPolicy,
 ) -> SpeechProvider:
     if settings.speech_provider == "elevenlabs":
         return ElevenLabsSpeechProvider(http, base_url=settings.speech_base_url, api_key=settings.speech_api_key,
                                         voice_id=settings.speech_voice_id, model_id=settings.speech_model,
-                                        timeout=timeout)  # fmt: skip
+                                        timeout=timeout, retry=retry)  # fmt: skip
     if settings.speech_provider == "openai":
         return OpenAISpeechProvider(
             http, base_url=settings.speech_base_url, api_key=settings.speech_api_key, model=settings.speech_model,
-            voice=settings.speech_voice_id, timeout=timeout,
+            voice=settings.speech_voice_id, timeout=timeout, retry=retry,
         )  # fmt: skip
     return offline
 
@@ -76,7 +87,9 @@ def _conversations(settings: StorySettings, http: httpx.AsyncClient) -> ElevenLa
     if key is None:
         return None
     timeout = provider_timeout(settings.http_connect_timeout_s, settings.http_read_timeout_s)
-    return ElevenLabsConversations(http, base_url=settings.conversations_base_url, api_key=key, timeout=timeout)
+    return ElevenLabsConversations(
+        http, base_url=settings.conversations_base_url, api_key=key, timeout=timeout, retry=call_retry(settings)
+    )
 
 
 def _say_which_are_offline(settings: StorySettings) -> None:

@@ -51,6 +51,8 @@ class StorySettings(Settings):
     image_per_minute: int = Field(0, ge=0)
     speech_per_minute: int = Field(0, ge=0)
     provider_max_wait_s: float = Field(30, gt=0, description="wait for a provider slot, then retry the job later")
+    provider_call_retries: int = Field(2, ge=0, le=10, description="retries of one provider call inside its job")
+    provider_call_budget_s: float = Field(300, gt=0, description="a provider call's retries end within this")
 
     @property
     def conversations_available(self) -> bool:

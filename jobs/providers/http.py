@@ -9,10 +9,14 @@ ProviderError                          a provider call failed; carries `provider
 │   ├── ProviderTimeout                connect, read, write or pool timeout; HTTP 408
 │   ├── ProviderConnectionError        refused, reset or dropped connection
 │   ├── ProviderRateLimited            HTTP 429; `retry_after_s` from the Retry-After header
-│   └── ProviderServerError            HTTP 5xx
+│   ├── ProviderServerError            HTTP 5xx
+│   └── ProviderBrokenBody             a 2xx body cut off or not the JSON promised (garbled on the way)
 └── ProviderPermanentError             runner PermanentError: the job fails at once (also: a bad base URL)
     ├── ProviderRejected               HTTP 4xx other than 408 and 429: bad key, bad model, bad request
     └── ProviderBadResponse            body malformed, oversized, of the wrong kind, or unusable
+
+The five transient kinds above are first tried again inside the call (see jobs.providers.retries); only
+what is left over reaches the runner's retry policy.
 
 Messages name the provider, the method and URL (without query), the status, a short (<= 300 chars) snippet
 of what the provider said, and what to do. API keys never appear: the values of `api_key_header` are
@@ -39,6 +43,7 @@ __all__ = [
     "MAX_JSON_BYTES",
     "MAX_MEDIA_BYTES",
     "ProviderBadResponse",
+    "ProviderBrokenBody",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderPermanentError",
@@ -104,6 +109,11 @@ class ProviderRateLimited(ProviderTransientError):
 
 class ProviderServerError(ProviderTransientError):
     """The provider answered with a 5xx server error."""
+
+
+class ProviderBrokenBody(ProviderTransientError):
+    """A 2xx answer whose body is cut off or is not the JSON promised: transfers get garbled and proxies
+    answer with error pages. (A base URL that is not the API keeps answering so: its tries run out.)"""
 
 
 class ProviderPermanentError(ProviderError, PermanentError):
@@ -173,7 +183,7 @@ class ProviderResponse:
         try:
             value = orjson.loads(self.content)
         except orjson.JSONDecodeError as exc:
-            raise self.bad(f"a body that is not valid JSON ({exc})") from exc
+            raise self.broken(exc) from exc
         if not isinstance(value, dict):
             raise self.bad(f"JSON of type {type(value).__name__} where an object was expected")
         return value
@@ -184,6 +194,18 @@ class ProviderResponse:
         return ProviderBadResponse(
             f"{self.provider}: {self.where} answered HTTP {self.status_code} with {what}; body starts {body!r}. "
             "The provider or base URL does not speak the expected API: check the base URL and model",
+            provider=self.provider,
+            status=self.status_code,
+        )
+
+    def broken(self, exc: orjson.JSONDecodeError) -> ProviderBrokenBody:
+        """A ProviderBrokenBody for this answer: its body is cut off or not JSON at all."""
+        size = len(self.content)
+        what = "an empty body" if not size else f"{size:,} bytes that are not valid JSON ({exc})"
+        body = snippet(self.content[:1024].decode("utf-8", "replace"))
+        return ProviderBrokenBody(
+            f"{self.provider}: {self.where} answered HTTP {self.status_code} with {what}; body starts {body!r}. "
+            "Cut off or garbled on the way, or not the API expected: if it keeps happening, check the base URL",
             provider=self.provider,
             status=self.status_code,
         )
@@ -319,7 +341,11 @@ def _transport_error(provider: str, where: str, exc: httpx.HTTPError | httpx.Inv
         return ProviderConnectionError(
             f"{provider}: {where} failed on the connection ({what}); retrying may help", provider=provider
         )
-    return ProviderBadResponse(f"{provider}: {where} answered with an unreadable body ({what})", provider=provider)
+    if isinstance(exc, httpx.DecodingError):  # a compressed body cut off or garbled
+        return ProviderBrokenBody(
+            f"{provider}: {where} answered with an unreadable body ({what}); retrying may help", provider=provider
+        )
+    return ProviderBadResponse(f"{provider}: {where} could not be read ({what})", provider=provider)
 
 
 def _error_message(body: str) -> str:

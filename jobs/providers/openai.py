@@ -3,8 +3,10 @@
 The same wire format is spoken by OpenAI, OpenRouter, Together, vLLM and Ollama, so `base_url` (up to and
 including `/v1`) picks the service. Every provider borrows the worker's one `httpx.AsyncClient` and goes
 through `jobs.providers.http.request`, so timeouts, size caps and errors are handled in one place (see its
-error tree). Model output that cannot be used raises ProviderBadResponse (permanent); the story gets one
-second chance first: the validation error is sent back to the model, which is asked to correct its JSON.
+error tree), and through a CallRetryPolicy, so 429, 5xx, timeouts, dropped connections and cut-off bodies
+are tried again inside the call (see jobs.providers.retries). Model output that cannot be used raises
+ProviderBadResponse (permanent); the story and the visual profile get one second chance first: the
+validation error is sent back to the model, which is asked to correct its JSON.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from jobs.providers.http import (
     secret,
     snippet,
 )
+from jobs.providers.retries import DEFAULT_CALL_RETRY, CallRetryPolicy
 from jobs.providers.story_json import StoryJsonError, parse_story, parse_visual_profile
 
 __all__ = ["OpenAIImageProvider", "OpenAISpeechProvider", "OpenAITextProvider"]
@@ -61,6 +64,9 @@ style, and the scene's moment. Reply with the prompt only: no preface, no quotes
 RETRY_PROMPT = """Your reply could not be used: {reason}.
 Reply again with only the corrected JSON object, in the required shape, with exactly {scene_count} scenes."""
 
+PROFILE_RETRY_PROMPT = """Your reply could not be used: {reason}.
+Reply again with only the corrected JSON object: characters, setting and base_style, each one non-empty string."""
+
 MAX_IMAGE_PROMPT = 2000
 _QUOTES = "\"'\u201c\u201d\u2018\u2019"  # straight and curly quotes a model may wrap its prompt in
 _STORY_CONTEXT_CHARS = 12_000  # how much of a story the profile request shows the model
@@ -81,6 +87,7 @@ class OpenAITextProvider:
         model: str,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         json_mode: bool = True,
+        retry: CallRetryPolicy = DEFAULT_CALL_RETRY,
     ) -> None:
         self.client = client
         self.url = f"{_base(base_url)}/chat/completions"
@@ -88,26 +95,22 @@ class OpenAITextProvider:
         self.model = _required("model", model)
         self.timeout = timeout
         self.json_mode = json_mode  # send response_format json_object; turn off for servers that reject it
+        self.retry = retry
 
     async def write_story(self, *, title: str, prompt: str, scene_count: int) -> StoryDraft:
         if not 1 <= scene_count <= MAX_SCENES:
             raise ValueError(f"scene_count must be between 1 and {MAX_SCENES}, got {scene_count}")
+        given = " ".join(title.split())[:200].strip()
         messages = [
             _message("system", STORY_SYSTEM.replace("{scene_count}", str(scene_count))),
             _message("user", _story_request(title, prompt, scene_count)),
         ]
-        reply, content = await self._chat(messages, json=True)
-        try:
-            story = parse_story(content, max_scenes=scene_count)
-        except StoryJsonError as first:
-            log.info("story_json_retry", provider=self.name, model=self.model, reason=str(first))
-            messages += [
-                _message("assistant", content[:_PREVIOUS_REPLY_CHARS]),
-                _message("user", RETRY_PROMPT.format(reason=first, scene_count=scene_count)),
-            ]
-            reply, content = await self._chat(messages, json=True)
-            story = _or_bad(reply, "story", lambda: parse_story(content, max_scenes=scene_count))
-        given = " ".join(title.split())[:200].strip()
+        story = await self._json_reply(
+            messages,
+            "story",
+            lambda content: parse_story(content, max_scenes=scene_count, title=given),
+            RETRY_PROMPT.replace("{scene_count}", str(scene_count)),
+        )
         return StoryDraft(title=given, scenes=story.scenes) if given else story
 
     async def visual_profile(self, *, story: StoryDraft) -> VisualProfile:
@@ -116,8 +119,7 @@ class OpenAITextProvider:
             _message("system", PROFILE_SYSTEM),
             _message("user", f"Title: {story.title}\n\n{scenes}"[:_STORY_CONTEXT_CHARS]),
         ]
-        reply, content = await self._chat(messages, json=True)
-        return _or_bad(reply, "visual profile", lambda: parse_visual_profile(content))
+        return await self._json_reply(messages, "visual profile", parse_visual_profile, PROFILE_RETRY_PROMPT)
 
     async def scene_image_prompt(self, *, scene: SceneDraft, profile: VisualProfile) -> str:
         messages = [
@@ -137,22 +139,45 @@ class OpenAITextProvider:
             f"{profile.base_style}. {profile.characters}. {profile.setting}. {scene.image_prompt}"
         )
 
+    async def _json_reply(
+        self, messages: list[dict[str, str]], what: str, parse: Callable[[str], T], retry_prompt: str
+    ) -> T:
+        """The model's JSON reply, parsed. An unusable one is sent back once with the reason (the model is
+        asked to correct it); a second unusable one is a ProviderBadResponse saying why."""
+        _, content = await self._chat(messages, json=True)
+        try:
+            return parse(content)
+        except StoryJsonError as first:
+            log.info("model_json_retry", what=what, provider=self.name, model=self.model, reason=str(first))
+            messages = [
+                *messages,
+                _message("assistant", content[:_PREVIOUS_REPLY_CHARS]),
+                _message("user", retry_prompt.format(reason=first)),
+            ]
+        reply, content = await self._chat(messages, json=True)
+        return _or_bad(reply, what, lambda: parse(content))
+
     async def _chat(self, messages: list[dict[str, str]], *, json: bool) -> tuple[ProviderResponse, str]:
-        """One chat completion: the reply and the text of its first choice ("" if the model gave none)."""
+        """One chat completion (tried again inside the call if it may pass): the reply and the text of its
+        first choice ("" if the model gave none)."""
         body: dict[str, Any] = {"model": self.model, "messages": messages}
         if json and self.json_mode:
             body["response_format"] = {"type": "json_object"}
-        reply = await request(
-            self.client,
-            "POST",
-            self.url,
-            provider=self.name,
-            api_key_header=bearer(self.api_key),
-            timeouts=self.timeout,
-            max_bytes=MAX_JSON_BYTES,
-            json=body,
-        )
-        return reply, chat_content(reply)
+
+        async def once() -> tuple[ProviderResponse, str]:
+            reply = await request(
+                self.client,
+                "POST",
+                self.url,
+                provider=self.name,
+                api_key_header=bearer(self.api_key),
+                timeouts=self.timeout,
+                max_bytes=MAX_JSON_BYTES,
+                json=body,
+            )
+            return reply, chat_content(reply)
+
+        return await self.retry.run(once, provider=self.name, kind="text")
 
 
 class OpenAIImageProvider:
@@ -171,6 +196,7 @@ class OpenAIImageProvider:
         send_seed: bool = True,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_bytes: int = MAX_MEDIA_BYTES,
+        retry: CallRetryPolicy = DEFAULT_CALL_RETRY,
     ) -> None:
         self.client = client
         self.url = f"{_base(base_url)}/images/generations"
@@ -180,6 +206,7 @@ class OpenAIImageProvider:
         self.send_seed = send_seed  # Together and most open servers take a seed; OpenAI's own API rejects it
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.retry = retry
 
     async def generate_image(self, *, prompt: str, seed: int) -> Media:
         body: dict[str, Any] = {
@@ -191,17 +218,21 @@ class OpenAIImageProvider:
         }
         if self.send_seed:
             body["seed"] = seed
-        reply = await request(
-            self.client,
-            "POST",
-            self.url,
-            provider=self.name,
-            api_key_header=bearer(self.api_key),
-            timeouts=self.timeout,
-            max_bytes=self.max_bytes * 4 // 3 + 64 * 1024,  # base64 inside JSON
-            json=body,
-        )
-        image = _first_image(reply)
+
+        async def once() -> tuple[ProviderResponse, dict[str, Any]]:
+            reply = await request(
+                self.client,
+                "POST",
+                self.url,
+                provider=self.name,
+                api_key_header=bearer(self.api_key),
+                timeouts=self.timeout,
+                max_bytes=self.max_bytes * 4 // 3 + 64 * 1024,  # base64 inside JSON
+                json=body,
+            )
+            return reply, _first_image(reply)
+
+        reply, image = await self.retry.run(once, provider=self.name, kind="image")
         if isinstance(image.get("b64_json"), str) and image["b64_json"]:
             return image_media(_b64(image["b64_json"], reply), reply=reply)
         if isinstance(image.get("url"), str) and image["url"]:
@@ -212,15 +243,19 @@ class OpenAIImageProvider:
         """The image behind a result URL. The API key is NOT sent: the URL may be on another host (a CDN)."""
         if url.startswith("data:"):
             return image_media(_b64(url.partition(",")[2], reply), reply=reply)
-        downloaded = await request(
-            self.client,
-            "GET",
-            url,
+        downloaded = await self.retry.run(
+            lambda: request(
+                self.client,
+                "GET",
+                url,
+                provider=self.name,
+                api_key_header={},
+                timeouts=self.timeout,
+                max_bytes=self.max_bytes,
+                follow_redirects=True,
+            ),
             provider=self.name,
-            api_key_header={},
-            timeouts=self.timeout,
-            max_bytes=self.max_bytes,
-            follow_redirects=True,
+            kind="image",
         )
         return image_media(downloaded.content, reply=downloaded)
 
@@ -240,6 +275,7 @@ class OpenAISpeechProvider:
         voice: str,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_bytes: int = MAX_MEDIA_BYTES,
+        retry: CallRetryPolicy = DEFAULT_CALL_RETRY,
     ) -> None:
         self.client = client
         self.url = f"{_base(base_url)}/audio/speech"
@@ -248,18 +284,23 @@ class OpenAISpeechProvider:
         self.voice = _required("voice", voice)
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.retry = retry
 
     async def synthesize(self, *, text: str) -> Media:
-        reply = await request(
-            self.client,
-            "POST",
-            self.url,
+        reply = await self.retry.run(
+            lambda: request(
+                self.client,
+                "POST",
+                self.url,
+                provider=self.name,
+                api_key_header=bearer(self.api_key),
+                timeouts=self.timeout,
+                max_bytes=self.max_bytes,
+                json={"model": self.model, "input": text, "voice": self.voice, "response_format": "mp3"},
+                headers={"Accept": "audio/mpeg"},
+            ),
             provider=self.name,
-            api_key_header=bearer(self.api_key),
-            timeouts=self.timeout,
-            max_bytes=self.max_bytes,
-            json={"model": self.model, "input": text, "voice": self.voice, "response_format": "mp3"},
-            headers={"Accept": "audio/mpeg"},
+            kind="speech",
         )
         return mp3_media(reply.content, reply=reply)
 

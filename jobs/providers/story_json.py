@@ -9,6 +9,12 @@ or stop mid-story at their token limit. These repairs are safe, in this order:
 4. if the text ends before the object closes: cut back to the last complete value (for a story: the last
    whole scene), close what is open, and use that if it validates with at least one scene.
 
+The object may come in the shapes models really write: a scene without a title gets one from its text
+(or "Scene N"); the old backend's scenes (`scene_number`, `text`, `image_prompt`, in any order) are put in
+`scene_number` order; a scene without an image prompt gets one made from its text; a few common other
+names are read (`content` or `narration` for the text, `scene_title`, `imagePrompt`, ...); a story
+without a title takes the one asked for, else its first scene's; fields nobody knows are ignored.
+
 Anything else raises StoryJsonError (a ValueError) whose message says what was expected and what came,
 including pydantic's validation errors in a compact `field.path: problem` form a model can act on.
 
@@ -42,9 +48,10 @@ class StoryJsonError(ValueError):
     """The model's reply holds no usable JSON object, even after repair."""
 
 
-def parse_story(text: str, *, max_scenes: int = MAX_SCENES) -> StoryDraft:
-    """A StoryDraft from a model's reply; scenes beyond `max_scenes` are dropped."""
-    return _parse(text, lambda obj: _story(obj, max_scenes), what="story")
+def parse_story(text: str, *, max_scenes: int = MAX_SCENES, title: str = "") -> StoryDraft:
+    """A StoryDraft from a model's reply; scenes beyond `max_scenes` are dropped; `title` is used if the
+    model gave the story none."""
+    return _parse(text, lambda obj: _story(obj, max_scenes, title), what="story")
 
 
 def parse_visual_profile(text: str) -> VisualProfile:
@@ -153,12 +160,91 @@ def _object(obj: Any, what: str, key: str) -> dict[str, Any]:
     return obj
 
 
-def _story(obj: Any, max_scenes: int) -> StoryDraft:
-    story = dict(_object(obj, "story", "scenes"))
-    scenes = story.get("scenes")
+def _story(obj: Any, max_scenes: int, title: str) -> StoryDraft:
+    found = _object(obj, "story", "scenes")
+    scenes = found.get("scenes")
     if isinstance(scenes, list):
-        story["scenes"] = scenes[:max_scenes]
-    return _validated(StoryDraft, story, "story")
+        scenes = [_scene(scene, n) for n, scene in enumerate(_in_order(scenes)[:max_scenes], start=1)]
+    story_title = _field(found, _STORY_TITLE_KEYS)
+    if _blank(story_title):
+        first = scenes[0] if isinstance(scenes, list) and scenes else None
+        story_title = title or (first.get("title") if isinstance(first, dict) else None)
+    story = {"title": story_title, "scenes": scenes}
+    return _validated(StoryDraft, {key: value for key, value in story.items() if value is not None}, "story")
+
+
+_STORY_TITLE_KEYS = ("title", "story_title", "name")
+_SCENE_TITLE_KEYS = ("title", "scene_title", "heading", "name")
+_SCENE_TEXT_KEYS = ("text", "content", "narration", "scene_text", "story_text", "body")
+_SCENE_PROMPT_KEYS = ("image_prompt", "imagePrompt", "image_description", "illustration", "illustration_prompt")
+_TITLE_WORDS_CHARS = 60  # a title made from a scene's text: its first sentence, at most this long
+_PROMPT_FROM_TEXT_CHARS = 600  # an image prompt made from a scene's text: at most this much of it
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
+
+
+def _scene(raw: Any, position: int) -> Any:
+    """A scene in our shape, from the shapes models write; anything not an object is left to validation."""
+    if not isinstance(raw, dict):
+        return raw
+    text = _field(raw, _SCENE_TEXT_KEYS)
+    title = _field(raw, _SCENE_TITLE_KEYS)
+    prompt = _field(raw, _SCENE_PROMPT_KEYS)
+    if _blank(title):
+        title = _title_from(text) or f"Scene {_number(raw) or position}"
+    if _blank(prompt) and isinstance(text, str) and text.strip():
+        prompt = "An illustration of this moment of the story: " + _words(text, _PROMPT_FROM_TEXT_CHARS)
+    scene = {"title": title, "text": text, "image_prompt": prompt}
+    return {key: value for key, value in scene.items() if value is not None}
+
+
+def _in_order(scenes: list[Any]) -> list[Any]:
+    """The scenes in `scene_number` order when every one has a distinct number (the old backend's shape)."""
+    numbered: dict[int, Any] = {}
+    for scene in scenes:
+        number = _number(scene) if isinstance(scene, dict) else None
+        if number is None or number in numbered:
+            return scenes
+        numbered[number] = scene
+    return [numbered[number] for number in sorted(numbered)]
+
+
+def _number(scene: dict[str, Any]) -> int | None:
+    value = scene.get("scene_number", scene.get("number"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else None
+
+
+def _field(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    """The first of `keys` that holds something; a list of strings (paragraphs) is joined into one."""
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            value = " ".join(item.strip() for item in value)
+        if not _blank(value):
+            return value
+    return None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _title_from(text: Any) -> str | None:
+    """A scene title from its text: the first sentence, cut at a word, without its full stop."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    sentence = _SENTENCE_END.split(" ".join(text.split()), maxsplit=1)[0]
+    return _words(sentence, _TITLE_WORDS_CHARS).rstrip(".!?,;: ") or None
+
+
+def _words(text: str, limit: int) -> str:
+    """`text` on one line, cut at a word boundary to at most `limit` characters (marked with "…")."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0] or text[: limit - 1]
+    return cut.rstrip(" ,.;:") + "…"
 
 
 def _profile(obj: Any) -> VisualProfile:

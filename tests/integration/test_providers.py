@@ -1,4 +1,8 @@
-"""HTTP providers against a real local server speaking their wire formats: results, retries, errors, limits."""
+"""HTTP providers against a real local server speaking their wire formats: results, retries, errors, limits.
+
+These tests look at one request's translation, so the providers are built without in-call retries
+(NO_RETRY); tests/integration/test_provider_retries.py covers the retries.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from jobs.providers.elevenlabs import ElevenLabsSpeechProvider
 from jobs.providers.http import (
     MAX_JSON_BYTES,
     ProviderBadResponse,
+    ProviderBrokenBody,
     ProviderConnectionError,
     ProviderError,
     ProviderRateLimited,
@@ -30,6 +35,7 @@ from jobs.providers.http import (
     ProviderTransientError,
 )
 from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
+from jobs.providers.retries import CallRetryPolicy
 from runner.errors import PermanentError, TransientError
 from runner.retry import RetryPolicy
 from tests.fakes.provider_server import FAKE_MP3, FakeProviderServer, Reply, chat_completion, story_json
@@ -42,6 +48,7 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64 + b"\xff\xd9"
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32
 FAST = httpx.Timeout(0.3, connect=1.0)
 SMALL_MEDIA = 64 * 1024
+NO_RETRY = CallRetryPolicy(retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +81,7 @@ class Kind:
 
     name: str
     route: str
-    build: Callable[[httpx.AsyncClient, FakeProviderServer, httpx.Timeout], Any]
+    build: Callable[[httpx.AsyncClient, FakeProviderServer, httpx.Timeout, CallRetryPolicy], Any]
     call: Callable[[Any], Awaitable[Any]]
     error: Callable[..., Reply]
 
@@ -83,15 +90,17 @@ KINDS = [
     Kind(
         "openai-text",
         "chat",
-        lambda http, fake, t: OpenAITextProvider(http, base_url=fake.openai_url, api_key=KEY, model="m", timeout=t),
+        lambda http, fake, t, r: OpenAITextProvider(
+            http, base_url=fake.openai_url, api_key=KEY, model="m", timeout=t, retry=r
+        ),
         lambda p: p.write_story(title="", prompt="a fox", scene_count=3),
         Reply.openai_error,
     ),
     Kind(
         "openai-image",
         "images",
-        lambda http, fake, t: OpenAIImageProvider(
-            http, base_url=fake.openai_url, api_key=KEY, model="img", timeout=t, max_bytes=SMALL_MEDIA
+        lambda http, fake, t, r: OpenAIImageProvider(
+            http, base_url=fake.openai_url, api_key=KEY, model="img", timeout=t, max_bytes=SMALL_MEDIA, retry=r
         ),
         lambda p: p.generate_image(prompt="a fox", seed=7),
         Reply.openai_error,
@@ -99,8 +108,15 @@ KINDS = [
     Kind(
         "openai-speech",
         "speech",
-        lambda http, fake, t: OpenAISpeechProvider(
-            http, base_url=fake.openai_url, api_key=KEY, model="tts-1", voice="alloy", timeout=t, max_bytes=SMALL_MEDIA
+        lambda http, fake, t, r: OpenAISpeechProvider(
+            http,
+            base_url=fake.openai_url,
+            api_key=KEY,
+            model="tts-1",
+            voice="alloy",
+            timeout=t,
+            max_bytes=SMALL_MEDIA,
+            retry=r,
         ),
         lambda p: p.synthesize(text="Hello there."),
         Reply.openai_error,
@@ -108,8 +124,15 @@ KINDS = [
     Kind(
         "elevenlabs",
         "tts",
-        lambda http, fake, t: ElevenLabsSpeechProvider(
-            http, base_url=fake.base_url, api_key=KEY, voice_id="v1", model_id="m1", timeout=t, max_bytes=SMALL_MEDIA
+        lambda http, fake, t, r: ElevenLabsSpeechProvider(
+            http,
+            base_url=fake.base_url,
+            api_key=KEY,
+            voice_id="v1",
+            model_id="m1",
+            timeout=t,
+            max_bytes=SMALL_MEDIA,
+            retry=r,
         ),
         lambda p: p.synthesize(text="Hello there."),
         Reply.elevenlabs_error,
@@ -128,7 +151,7 @@ async def failure(kind: Kind, http: httpx.AsyncClient, fake: FakeProviderServer,
     """Script `replies` for the kind's route, call the provider, and return the ProviderError it raised."""
     fake.script(kind.route, replies)
     with pytest.raises(ProviderError) as caught:
-        await kind.call(kind.build(http, fake, FAST))
+        await kind.call(kind.build(http, fake, FAST, NO_RETRY))
     assert_no_key(caught.value)
     return caught.value
 
@@ -205,7 +228,8 @@ async def test_elevenlabs_error_detail_is_surfaced(http: httpx.AsyncClient, fake
 async def test_long_error_body_is_cut_to_a_snippet(http: httpx.AsyncClient, fake: FakeProviderServer) -> None:
     """At most 300 characters of what the provider said make it into the message."""
     exc = await failure(KINDS[0], http, fake, Reply.raw(b"<html>" + b"x" * 5000, content_type="text/html"))
-    assert isinstance(exc, ProviderBadResponse)  # a 200 that is not JSON
+    assert isinstance(exc, ProviderBrokenBody)  # a 200 that is not JSON
+    assert "x" * 300 not in str(exc)
     exc = await failure(KINDS[0], http, fake, Reply(status=400, body=b"y" * 5000, content_type="text/plain"))
     assert "y" * 299 + "…" in str(exc)
     assert "y" * 300 not in str(exc)
@@ -243,7 +267,7 @@ async def test_connection_refused_is_transient(kind: Kind, http: httpx.AsyncClie
     closed = FakeProviderServer()
     closed.port = port  # a port nobody listens on: its URLs point there
     with pytest.raises(ProviderConnectionError) as caught:
-        await kind.call(kind.build(http, closed, FAST))
+        await kind.call(kind.build(http, closed, FAST, NO_RETRY))
     assert isinstance(caught.value, TransientError)
     assert_no_key(caught.value)
 
@@ -252,6 +276,7 @@ async def test_connection_refused_is_transient(kind: Kind, http: httpx.AsyncClie
 
 
 def text_provider(http: httpx.AsyncClient, fake: FakeProviderServer, **options: Any) -> OpenAITextProvider:
+    options.setdefault("retry", NO_RETRY)
     return OpenAITextProvider(http, base_url=fake.openai_url + "/", api_key=KEY, model="story-model", **options)
 
 
@@ -329,13 +354,27 @@ async def test_write_story_broken_twice_is_permanent(http: httpx.AsyncClient, fa
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", orjson.dumps(chat_completion(story_json(3)))[:60], b'{"choices": []}', b"[1, 2]"],
-    ids=["malformed", "truncated", "no-choices", "not-an-object"],
+    [b"{not json", orjson.dumps(chat_completion(story_json(3)))[:60], b""],
+    ids=["malformed", "truncated", "empty"],
 )
-async def test_broken_envelope_is_a_bad_response(
+async def test_cut_off_or_non_json_body_is_broken_and_transient(
     body: bytes, http: httpx.AsyncClient, fake: FakeProviderServer
 ) -> None:
-    """A 200 whose body is not a chat completion -> ProviderBadResponse at once, no retry."""
+    """A 200 whose body is cut off, empty or not JSON -> ProviderBrokenBody: transient (a garbled transfer
+    passes), saying to check the base URL if it keeps happening. The model is not asked again."""
+    fake.script("chat", [Reply.raw(body)])
+    with pytest.raises(ProviderBrokenBody) as caught:
+        await text_provider(http, fake).write_story(title="", prompt="a fox", scene_count=3)
+    assert isinstance(caught.value, TransientError)
+    assert "check the base URL" in str(caught.value)
+    assert len(fake.requests_to("chat")) == 1
+
+
+@pytest.mark.parametrize("body", [b'{"choices": []}', b"[1, 2]"], ids=["no-choices", "not-an-object"])
+async def test_json_that_is_no_chat_completion_is_a_bad_response(
+    body: bytes, http: httpx.AsyncClient, fake: FakeProviderServer
+) -> None:
+    """A 200 with whole JSON that is not a chat completion -> ProviderBadResponse (permanent) at once."""
     fake.script("chat", [Reply.raw(body)])
     with pytest.raises(ProviderBadResponse) as caught:
         await text_provider(http, fake).write_story(title="", prompt="a fox", scene_count=3)
@@ -376,18 +415,38 @@ async def test_scene_prompt_is_capped_and_never_empty(http: httpx.AsyncClient, f
     assert await provider.scene_image_prompt(scene=scene, profile=profile) == "ink. a fox. woods. a fox at night"
 
 
-async def test_visual_profile_broken_is_permanent(http: httpx.AsyncClient, fake: FakeProviderServer) -> None:
-    """A profile without its fields -> ProviderBadResponse naming the missing one."""
-    fake.script("chat", [Reply.chat('{"characters": "a fox"}')])
+async def test_visual_profile_retries_once_with_the_validation_error(
+    http: httpx.AsyncClient, fake: FakeProviderServer
+) -> None:
+    """A profile reply that fails validation is sent back with the reason; a good second reply is used."""
+    broken = '{"characters": "a fox", "setting": ""}'
+    fake.script("chat", [Reply.chat(broken)])  # then the default: a valid profile
     story = StoryDraft(title="T", scenes=[SceneDraft(title="A", text="Once.", image_prompt="p")])
-    with pytest.raises(ProviderBadResponse, match="setting: Field required"):
+    profile = await text_provider(http, fake).visual_profile(story=story)
+    assert profile.base_style.startswith("watercolour")
+    first, second = fake.requests_to("chat")
+    messages = second.json["messages"]
+    assert messages[:2] == first.json["messages"]
+    assert messages[2] == {"role": "assistant", "content": broken}
+    assert "base_style: Field required" in messages[3]["content"]
+    assert second.json["response_format"] == {"type": "json_object"}
+
+
+async def test_visual_profile_broken_twice_is_permanent(http: httpx.AsyncClient, fake: FakeProviderServer) -> None:
+    """Two unusable profile replies -> ProviderBadResponse naming the missing field; exactly two requests."""
+    fake.script("chat", [Reply.chat('{"characters": "a fox"}'), Reply.chat("I would draw it in ink.")])
+    story = StoryDraft(title="T", scenes=[SceneDraft(title="A", text="Once.", image_prompt="p")])
+    with pytest.raises(ProviderBadResponse, match="visual profile could not be used") as caught:
         await text_provider(http, fake).visual_profile(story=story)
+    assert "no '{'" in str(caught.value)
+    assert len(fake.requests_to("chat")) == 2
 
 
 # --- image ------------------------------------------------------------------------------------------
 
 
 def image_provider(http: httpx.AsyncClient, fake: FakeProviderServer, **options: Any) -> OpenAIImageProvider:
+    options.setdefault("retry", NO_RETRY)
     return OpenAIImageProvider(http, base_url=fake.openai_url, api_key=KEY, model="flux", **options)
 
 

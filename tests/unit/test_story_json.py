@@ -155,3 +155,86 @@ def test_visual_profile_parses_and_flattens() -> None:
 def test_visual_profile_missing_field_fails() -> None:
     with pytest.raises(StoryJsonError, match="base_style: Field required"):
         parse_visual_profile('{"characters": "a fox", "setting": "woods"}')
+
+
+# --- the shapes models really write -----------------------------------------------------------------
+
+
+def test_scene_without_title_gets_one_from_its_text() -> None:
+    """A missing or empty scene title becomes the text's first sentence, cut at a word."""
+    reply = text_of(
+        {
+            "title": "T",
+            "scenes": [
+                {"text": "The fox found a lantern in the snow. It glowed softly.", "image_prompt": "p"},
+                {"title": "  ", "text": "Far away, over the hills and the rivers and the forests, a light was " * 3,
+                 "image_prompt": "p"},
+            ],
+        }
+    )  # fmt: skip
+    first, second = parse_story(reply).scenes
+    assert first.title == "The fox found a lantern in the snow"
+    assert second.title.endswith("…")
+    assert len(second.title) <= 60
+    assert second.title.startswith("Far away, over the hills")
+
+
+def test_old_backend_scene_shape_is_accepted_in_scene_number_order() -> None:
+    """`scene_number`, `text`, `image_prompt` (no title), out of order: ordered, titled, kept."""
+    scenes = [
+        {"scene_number": 2, "text": "Second part.", "image_prompt": "picture two"},
+        {"scene_number": 1, "text": "First part.", "image_prompt": "picture one"},
+    ]
+    draft = parse_story(text_of({"title": "Old", "scenes": scenes}))
+    assert [(s.title, s.text, s.image_prompt) for s in draft.scenes] == [
+        ("First part", "First part.", "picture one"),
+        ("Second part", "Second part.", "picture two"),
+    ]
+
+
+def test_missing_image_prompt_is_made_from_the_text() -> None:
+    """Old LLMs sometimes leave out image_prompt: one is made from the scene's text."""
+    draft = parse_story(text_of({"title": "T", "scenes": [{"scene_number": 1, "text": "A fox in the snow."}]}))
+    assert draft.scenes[0].image_prompt == "An illustration of this moment of the story: A fox in the snow."
+    long_text = "word " * 700
+    long_prompt = parse_story(text_of({"title": "T", "scenes": [{"text": long_text}]})).scenes[0].image_prompt
+    assert len(long_prompt) <= 2000
+    assert long_prompt.endswith("word…")
+
+
+def test_a_scene_with_no_text_at_all_is_numbered_but_still_needs_text() -> None:
+    """With no text there is nothing to title or draw: the title falls back to the number, and the
+    missing text is reported (so the model is asked again)."""
+    with pytest.raises(StoryJsonError, match=r"scenes\.0\.text: Field required") as caught:
+        parse_story(text_of({"title": "T", "scenes": [{"scene_number": 4}]}))
+    assert "title" not in str(caught.value)
+
+
+def test_unknown_fields_are_ignored_and_common_other_names_read() -> None:
+    """Fields nobody knows are dropped; `content`, `scene_title`, `imagePrompt` and paragraph lists are read."""
+    reply = text_of(
+        {
+            "title": "T",
+            "moral": "be kind",
+            "scenes": [
+                {"scene_title": "A", "content": ["One.", "Two."], "imagePrompt": "p", "mood": "calm", "id": 7},
+            ],
+        }
+    )
+    (scene,) = parse_story(reply).scenes
+    assert (scene.title, scene.text, scene.image_prompt) == ("A", "One. Two.", "p")
+
+
+def test_story_without_a_title_takes_the_asked_one_or_its_first_scenes() -> None:
+    """No story title: the title asked for, else the first scene's."""
+    untitled = text_of({"scenes": [{"title": "Snow", "text": "It snowed.", "image_prompt": "p"}]})
+    assert parse_story(untitled, title="The Fox").title == "The Fox"
+    assert parse_story(untitled).title == "Snow"
+
+
+def test_old_shape_cut_off_keeps_the_whole_scenes() -> None:
+    """The repairs still work on the old shape: a reply cut inside its last scene keeps the others."""
+    scenes = [{"scene_number": n, "text": f"Part {n} of the night."} for n in (1, 2, 3)]
+    full = text_of({"title": "T", "scenes": scenes})
+    draft = parse_story(full[: full.index("Part 3") + 3])
+    assert [s.text for s in draft.scenes] == ["Part 1 of the night.", "Part 2 of the night."]
