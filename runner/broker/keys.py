@@ -16,6 +16,8 @@ stays in one Redis Cluster slot, and different queues spread over the slots. Eve
     runner:{q}:leases:<worker>    ids a worker holds leases on, so its supervisor can free them when it dies
     runner:{q}:inbox:<worker>     jobs an enqueue handed straight to that idle worker, already leased to it
     runner:{q}:sweeper            the sweeper's lock: one worker sweeps each period
+    runner:{q}:workers            sorted set of the queue's live workers, scored by their last heartbeat (ms)
+    runner:{q}:worker:<worker>    a worker's JSON self-report (host, pid, jobs, memory, loop lag), short TTL
     <slot prefix>:{<name>}        slots of a shared limit held now, scored by expiry (see slots.py)
     <slot prefix>:{<name>}:minute the calls of the last minute
 """
@@ -89,6 +91,17 @@ class QueueKeys:
     @property
     def sweeper(self) -> str:
         return f"{self.base}:sweeper"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.base}:workers"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.base}:worker:"
+
+    def worker(self, worker_id: str) -> str:
+        return self.worker_prefix + worker_id
 
     def job(self, job_id: str) -> str:
         return self.job_prefix + job_id

@@ -32,6 +32,7 @@ from runner.settings import Settings
 from runner.store.jobs import JobStore
 from runner.store.migrations import apply_migrations
 from runner.worker.execution import JobExecutor
+from runner.worker.presence import Presence
 from runner.worker.side_tasks import SideTasks
 from runner.worker.sweeper import Sweeper
 
@@ -96,6 +97,8 @@ class Worker:
             side.start("lease-renewal", self._renew_leases(queue))
             side.start("sweeper", Sweeper(parts.resources, parts.executor, worker_id=self.worker_id).run_forever())
             side.start("abort-watch", self._watch_aborts(parts))
+            presence = Presence(parts.resources.redis, queue.queue, self.worker_id, self._snapshot)
+            side.start("presence", presence.run_forever())
             for task in parts.executor.side_tasks():
                 side.watch(task)
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
@@ -112,6 +115,8 @@ class Worker:
                 WORKERS_ALIVE.dec()
                 WORKER_EXITS.labels(self.exit_reason.value).inc()
                 await side.stop()
+                with suppress(RedisError, OSError):
+                    await presence.leave()
         log.info("worker_stopped", worker_id=self.worker_id, reason=self.exit_reason, jobs_done=self.jobs_done)
         return self.exit_reason
 
@@ -204,6 +209,14 @@ class Worker:
             rss_mb = self._process.memory_info().rss / 2**20
             if rss_mb > limit_mb:
                 self._retire(ExitReason.RECYCLED_MEMORY, rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What changes in this worker's presence report."""
+        retiring = self._stopping.is_set() and self.exit_reason is not ExitReason.STOPPED
+        state = "retiring" if retiring else "draining" if self._stopping.is_set() else "running"
+        return {"state": state, "running": len(self._running), "jobs_done": self.jobs_done,
+                "concurrency": self.settings.worker_concurrency,
+                "rss_mb": round(self._process.memory_info().rss / 2**20, 1)}  # fmt: skip
 
     def _side_task_failed(self, name: str, error: BaseException | None) -> None:
         """A side task died: we can no longer keep our promises (leases, aborts), so stop and be replaced."""

@@ -1,0 +1,60 @@
+"""A worker's presence: every PRESENCE_S it writes what an operator needs to its queue's worker list
+(host, pid, started, jobs running and done, memory, event-loop lag, state), with a short TTL, so a
+worker that died drops out of the list by itself. Read by runner.ops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from runner.broker.keys import QueueKeys
+
+__all__ = ["PRESENCE_S", "Presence"]
+
+PRESENCE_S = 2.0
+_TTL_MS = int(PRESENCE_S * 3 * 1000)
+
+
+class Presence:
+    """Writes one worker's report; `snapshot()` gives what changes (running, done, state, ...)."""
+
+    def __init__(self, redis: Redis, queue: str, worker_id: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._redis = redis
+        self._keys = QueueKeys.of(queue)
+        self._worker_id = worker_id
+        self._snapshot = snapshot
+        self._fixed = {"worker_id": worker_id, "queue": queue, "host": socket.gethostname(), "pid": os.getpid(),
+                       "started_at": time.time()}  # fmt: skip
+        self._lag_s = 0.0
+
+    async def run_forever(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError, OSError):  # an outage: the entry lapses, then comes back
+                await self.report()
+            asked = time.monotonic()
+            await asyncio.sleep(PRESENCE_S)
+            self._lag_s = max(time.monotonic() - asked - PRESENCE_S, 0.0)
+
+    async def report(self) -> None:
+        now = time.time()
+        info = {**self._fixed, **self._snapshot(), "heartbeat_at": now, "loop_lag_ms": round(self._lag_s * 1000, 1)}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._keys.worker(self._worker_id), orjson.dumps(info), px=_TTL_MS)
+            pipe.zadd(self._keys.workers, {self._worker_id: int(now * 1000)})
+            pipe.zremrangebyscore(self._keys.workers, "-inf", int(now * 1000) - _TTL_MS)
+            await pipe.execute()
+
+    async def leave(self) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self._keys.worker(self._worker_id))
+            pipe.zrem(self._keys.workers, self._worker_id)
+            await pipe.execute()

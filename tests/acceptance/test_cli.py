@@ -1,0 +1,99 @@
+"""The operations commands, run as a user runs them (`python -m runner ...` in a real process) against
+the real servers and a live worker: JSON out, and exit codes cron jobs and probes can use."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from runner.devservers import free_port
+from runner.resources import Resources
+from runner.settings import Settings
+from runner.status import JobStatus
+from tests.conftest import RunWorker
+from tests.integration.test_worker import REGISTRY, client_for, until_status
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+async def runner_cli(settings: Settings, *args: str, **env: str) -> tuple[int, Any, str]:
+    """Run `python -m runner <args> --json`; its exit code, its JSON and its stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runner", *args, "--json", cwd=ROOT,
+        env={**os.environ, "REDIS_URL": str(settings.redis_url), "DATABASE_URL": str(settings.database_url),
+             "QUEUE_NAME": settings.queue_name, "LOG_FORMAT": "json", "DATA_DIR": str(settings.data_dir), **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, orjson.loads(out) if out.strip() else None, err.decode(errors="replace")
+
+
+async def test_status_jobs_and_workers_describe_a_live_queue(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    worker = await run_worker(REGISTRY)
+    client = client_for(resources, settings)
+    q = settings.queue_name
+    for n in range(3):
+        await client.enqueue("probe.record", job_id=f"{q}:ok-{n}", tag=f"t{n}")
+    await client.enqueue("probe.flaky", job_id=f"{q}:broken", key=f"{q}-k", fail_times=5, permanent=True)
+    await until_status(client, f"{q}:broken", JobStatus.FAILED)
+    for n in range(3):
+        await until_status(client, f"{q}:ok-{n}", JobStatus.COMPLETED)
+    await asyncio.sleep(0.1)
+
+    code, status, _ = await runner_cli(settings, "status")
+    assert code == 0 and status["healthy"] is True
+    assert status["queue"]["workers"] == 1 and status["queue"]["failed_last_hour"] == 1
+    assert status["queue"]["completed_last_minute"] == 3
+
+    code, failed, _ = await runner_cli(settings, "jobs", "ls", "--status", "failed")
+    assert code == 0 and [j["job_id"] for j in failed["jobs"]] == [f"{q}:broken"]
+    assert "not fixable" in failed["jobs"][0]["error"]
+    _, by_error, _ = await runner_cli(settings, "jobs", "ls", "--error", "NOT FIX")
+    assert [j["job_id"] for j in by_error["jobs"]] == [f"{q}:broken"]
+    _, by_field, _ = await runner_cli(settings, "jobs", "ls", "--field", "tag=t1")
+    assert [j["job_id"] for j in by_field["jobs"]] == [f"{q}:ok-1"]
+    _, first, _ = await runner_cli(settings, "jobs", "ls", "--name", "probe.record", "--limit", "2")
+    _, rest, _ = await runner_cli(settings, "jobs", "ls", "--name", "probe.record", "--limit", "2",
+                                  "--cursor", first["next_cursor"])  # fmt: skip
+    pages = [j["job_id"] for j in first["jobs"] + rest["jobs"]]
+    assert sorted(pages) == [f"{q}:ok-{n}" for n in range(3)] and rest["next_cursor"] is None
+
+    code, shown, _ = await runner_cli(settings, "jobs", "show", f"{q}:ok-0")
+    assert code == 0 and shown["status"] == "completed" and shown["args"] == {"tag": "t0"}
+    code, _, err = await runner_cli(settings, "jobs", "show", f"{q}:nope")
+    assert code == 1 and "no job" in err
+
+    code, listed, _ = await runner_cli(settings, "workers", "ls")
+    assert code == 0 and [w["worker_id"] for w in listed] == [worker.worker_id]
+    assert listed[0]["pid"] == os.getpid() and listed[0]["state"] == "running"
+    assert listed[0]["jobs_done"] == 4 and listed[0]["heartbeat_age_s"] < 5
+
+    code, checked, _ = await runner_cli(settings, "doctor")
+    assert code == 0 and checked["healthy"] is True
+    assert {c["name"] for c in checked["checks"]} == {"redis", "postgres", "schema", "stuck rows", "clock skew"}
+
+
+async def test_status_fails_when_due_jobs_have_no_worker(resources: Resources, settings: Settings):
+    await client_for(resources, settings).enqueue("probe.record", job_id=f"{settings.queue_name}:lonely", tag="x")
+    code, status, _ = await runner_cli(settings, "status")
+    assert code == 1 and status["healthy"] is False and "no live worker" in status["problem"]
+
+
+async def test_doctor_and_status_fail_naming_a_server_that_is_down(settings: Settings):
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    code, checked, _ = await runner_cli(settings, "doctor", DATABASE_URL=down)
+    assert code == 1 and checked["healthy"] is False
+    postgres = next(c for c in checked["checks"] if c["name"] == "postgres")
+    assert postgres["ok"] is False and "down" in postgres["detail"]
+    code, status, _ = await runner_cli(settings, "status", DATABASE_URL=down)
+    assert code == 1 and "postgres" in status["problem"]
