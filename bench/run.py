@@ -1,7 +1,7 @@
 """This runner against bare arq (default and tuned) and the old Celery prefork design, on the issue's
 workloads; prints one markdown table and writes every run's result to bench/results/latest.json.
 
-    make bench-jobs                 # or: python -m bench.run [--quick] [--runs N] [--systems a,b]
+    make bench-jobs                 # or: python -m bench.run [--quick] [--runs N] [--systems a,b] [--out FILE]
 
 Starts embedded Valkey and PostgreSQL in a temporary folder (unless REDIS_URL / DATABASE_URL are set),
 makes the Celery virtual environment bench/.venv-celery from bench/requirements-celery.txt (once), then
@@ -9,6 +9,15 @@ runs each driver (`python -m bench.drivers.<name>`, see bench/drivers/common.py)
 timeout, on a fresh queue, once per cell and run.  Cells are "median (min-max)" over the runs; a driver that
 fails or times out shows "error" and the rest of the table still prints.  The embedded Valkey is flushed
 between runs (an external REDIS_URL only with --flush), so no run sees another's leftover keys.
+
+A run whose numbers cannot be right is *broken*: the driver failed, a jobs/s, latency or RSS figure is not a
+finite positive number, not every job started (W3; starvation for ours), or not every job completed (the
+drivers that count them).  Its record says why under "broken", its cell shows "broken", and after the table
+the broken runs are listed on stderr and the exit code is 1.  Another system's starvation probes that never
+start are that system's result ("none started"), not a broken run.
+
+Results go to bench/results/latest.json (--quick: bench/results/quick.json, so a smoke pass never replaces
+the real numbers), or to --out FILE.
 
     rows        W1 noop, W2 sleep 0.1 s (100 at once; 500 at once for the asyncio systems), W3 latency,
                 starvation (a worker busy with 60 s jobs, a second one idle: do new jobs start?)
@@ -21,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -46,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CELERY_VENV = ROOT / "bench" / ".venv-celery"
 CELERY_REQUIREMENTS = ROOT / "bench" / "requirements-celery.txt"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
+QUICK_RESULTS = ROOT / "bench" / "results" / "quick.json"  # --quick never overwrites the real numbers
 OURS = "storymimi"
 SYSTEMS = (OURS, "arq-default", "arq-tuned", "celery-prefork")
 ASYNCIO_SYSTEMS = SYSTEMS[:3]
@@ -166,6 +177,9 @@ def run_driver(argv: list[str], env: dict[str, str], timeout: float) -> dict[str
     except subprocess.TimeoutExpired:
         kill_tree(process)
         return {"error": f"timed out after {timeout:.0f} s"}
+    except BaseException:  # Ctrl-C: never leave a driver and its workers running behind us
+        kill_tree(process)
+        raise
     for line in reversed(stdout.splitlines()):
         if line.startswith("{"):
             try:
@@ -185,6 +199,37 @@ def common_args(cell: Cell, queue: str, env: dict[str, str]) -> list[str]:
     return args + (["--database-url", env["DATABASE_URL"]] if env.get("DATABASE_URL") else [])
 
 
+def positive(value: object) -> bool:
+    """A finite number above zero (not None, NaN or infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def problem(cell: Cell, system: str, result: dict[str, Any]) -> str | None:
+    """Why this run's numbers cannot be right, or None if they can."""
+    if "error" in result:
+        return f"the driver failed: {result['error']}"
+    notes = result.get("notes") or {}
+    if cell.workload in ("noop", "sleep"):
+        if not positive(result.get("jobs_per_s")):
+            return f"jobs/s is {result.get('jobs_per_s')!r}, not a finite positive number"
+        if cell.workload == "noop" and not positive(result.get("worker_rss_mib")):
+            return f"worker RSS is {result.get('worker_rss_mib')!r} MiB, not a finite positive number"
+        completed = notes.get("completed")
+        if completed is not None and completed != cell.jobs:
+            return (f"{completed} of {cell.jobs} jobs completed ({notes.get('failed', '?')} failed): "
+                    "the jobs/s counts jobs that did not run")  # fmt: skip
+        return None
+    started = notes.get("started", 0)
+    if cell.workload == "starvation" and system != OURS and started == 0:
+        return None  # this system's finding: no probe got past the busy worker's jobs
+    if started != cell.jobs and (cell.workload == "latency" or system == OURS):
+        return f"{started} of {cell.jobs} jobs started within the wait"
+    for name in ("p50_ms", "p99_ms"):
+        if not positive(result.get(name)):
+            return f"{name} is {result.get(name)!r}, not a finite positive number"
+    return None
+
+
 def number(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
@@ -195,16 +240,22 @@ def summarize(results: list[dict[str, Any]], row: Row) -> tuple[float | None, st
     """(median, "median (min-max)") of one row for one system's runs."""
     if not results:
         return None, "—"
-    values = [v for r in results if "error" not in r and (v := row.metric(r)) is not None]
-    errors = sum("error" in r for r in results)
+    values = [v for r in results if not failed(r) and (v := row.metric(r)) is not None]
+    errors = sum(failed(r) for r in results)
     if not values:
-        return None, "error" if errors == len(results) else "none started"
+        if errors == len(results):
+            return None, "broken" if any("broken" in r and "error" not in r for r in results) else "error"
+        return None, "none started"
     median = statistics.median(values)
     text = f"{median:.0f}" if row.unit == "count" else number(median)
     if len(values) > 1:
         low, high = min(values), max(values)
         text += f" ({low:.0f}{DASH}{high:.0f})" if row.unit == "count" else f" ({number(low)}{DASH}{number(high)})"
     return median, text + (f" [{errors} error]" if errors else "")
+
+
+def failed(result: dict[str, Any]) -> bool:
+    return "error" in result or "broken" in result
 
 
 def table(cells: list[Cell], records: list[dict[str, Any]], runs: int) -> str:
@@ -232,7 +283,7 @@ def table(cells: list[Cell], records: list[dict[str, Any]], runs: int) -> str:
     lines.append("")
     lines.append(f"median (min{DASH}max) of {runs} run(s); ratio columns > 1 mean ours is better (jobs/s: ours / "
                  "theirs; ms and MiB: theirs / ours). 'none started': no probe started within the wait.")  # fmt: skip
-    celery = [r["result"] for r in records if r["system"] == "celery-prefork" and "error" not in r["result"]]
+    celery = [r["result"] for r in records if r["system"] == "celery-prefork" and not failed(r["result"])]
     if celery:
         notes = celery[0]["notes"]
         lines.append(f"celery-prefork: Celery {notes.get('celery')}, kombu {notes.get('kombu')}, redis-py "
@@ -245,6 +296,8 @@ def table(cells: list[Cell], records: list[dict[str, Any]], runs: int) -> str:
 def progress(result: dict[str, Any]) -> str:
     if "error" in result:
         return f"error: {result['error']}"
+    if "broken" in result:
+        return f"BROKEN: {result['broken']}"
     if result["jobs_per_s"]:
         return f"{result['jobs_per_s']:.0f} jobs/s, worker {result['worker_rss_mib']:.0f} MiB"
     p50, p99 = (f"{v:.1f}" if v is not None else "-" for v in (result["p50_ms"], result["p99_ms"]))
@@ -268,10 +321,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one run of each cell with small N (a smoke test)")
     parser.add_argument("--runs", type=int, help="runs per cell (default 3, 1 with --quick)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds allowed to one driver run")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds allowed to one driver run (default 180, 60 with --quick)"
+    )
+    parser.add_argument("--out", type=Path, help="where to write the raw results (default bench/results/latest.json, "
+                        "with --quick bench/results/quick.json)")  # fmt: skip
     parser.add_argument("--flush", action="store_true", help="FLUSHDB an external REDIS_URL between runs too")
     options = parser.parse_args()
     runs = options.runs or (1 if options.quick else 3)
+    timeout = options.timeout or (60.0 if options.quick else 180.0)
+    out: Path = (options.out or (QUICK_RESULTS if options.quick else RESULTS)).absolute()
     chosen = [s for s in options.systems.split(",") if s]
     if unknown := set(chosen) - set(SYSTEMS):
         parser.error(f"unknown systems: {sorted(unknown)}")
@@ -302,21 +361,30 @@ def main() -> None:
             started = time.monotonic()
             try:
                 argv = driver_argv(system, celery_python) + common_args(cell, queue, env)
-                result = run_driver(argv, env, options.timeout)
+                result = run_driver(argv, env, timeout)
             except RuntimeError as error:
                 result = {"error": str(error)}
+            if (why := problem(cell, system, result)) is not None and "error" not in result:
+                result["broken"] = why
             wall = time.monotonic() - started
             records.append({"cell": asdict(cell), "system": system, "run": run, "queue": queue,
                             "wall_s": round(wall, 2), "result": result})  # fmt: skip
             print(f"bench: [{n}/{len(plan)}] {system} {cell.key} run {run + 1}: {progress(result)} ({wall:.1f} s)",
                   file=sys.stderr, flush=True)  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"quick": options.quick, "runs": runs, "systems": chosen,
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"quick": options.quick, "runs": runs, "systems": chosen,
                                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                "python": platform.python_version()},
                                    "total_s": round(time.monotonic() - began, 1), "records": records}, indent=1))  # fmt: skip
     print(table(cells, records, runs))
-    print(f"\nraw results: {RESULTS.relative_to(ROOT)} ({time.monotonic() - began:.0f} s)")
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"\nraw results: {shown} ({time.monotonic() - began:.0f} s)")
+    broken = [(r, why) for r in records if (why := problem(Cell(**r["cell"]), r["system"], r["result"])) is not None]
+    if broken:
+        print(f"bench: {len(broken)} broken run(s), their numbers are not to be trusted:", file=sys.stderr)
+        for r, why in broken:
+            print(f"bench:   {r['system']} {r['cell']['key']} run {r['run'] + 1}: {why}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

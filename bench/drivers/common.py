@@ -66,9 +66,20 @@ def percentiles(values_ms: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), p99
 
 
-def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+def spawn(argv: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a worker in its own session; its output goes to `log` (appended) if given, else nowhere."""
+    with open(log, "ab") if log is not None else open(os.devnull, "wb") as out:  # the child keeps its own copy
+        return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=out,
+                                start_new_session=True)  # fmt: skip
+
+
+def log_tail(log: Path, lines: int = 5) -> str:
+    """The last lines of a worker's log, for an error message that says why it stopped."""
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-600:] or "(empty log)"
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:

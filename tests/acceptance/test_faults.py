@@ -94,7 +94,7 @@ async def test_sigkilled_worker_jobs_run_again_within_a_second(
     recovery = max(r.timestamp() for r in restarts) - killed_at
     outcome = no_loss_no_duplicates(fleet, story_ids)
     print(f"\nmeasured sigkill: {len(restarts)} jobs re-run, last restarted {recovery:.2f}s after SIGKILL; {outcome}")
-    assert recovery < 3
+    assert recovery < 1, f"README promises well under a second; the last job re-ran {recovery:.2f}s after SIGKILL"
     assert running.events("dead_worker_leases_released")
 
 
@@ -183,7 +183,9 @@ async def test_redis_restart_mid_run_loses_no_job(
     assert not running.events("child_died")
     assert (await api.get("/ready")).status_code == 200, "the API did not reconnect to Redis"
     outcome = no_loss_no_duplicates(fleet, story_ids)
-    print(f"\nmeasured redis restart: {len(running.events('outage_retry'))} runner writes retried; {outcome}")
+    retried = running.events("outage_retry")
+    print(f"\nmeasured redis restart: {len(retried)} runner writes retried; {outcome}")
+    assert retried, "no runner write had to ride out the outage: Redis was not down while jobs ran"
 
 
 async def test_postgres_restart_mid_run_loses_no_job(
@@ -201,7 +203,9 @@ async def test_postgres_restart_mid_run_loses_no_job(
     assert not running.events("child_died")
     assert (await api.get("/ready")).status_code == 200, "the API did not reconnect to Postgres"
     outcome = no_loss_no_duplicates(fleet, story_ids)
-    print(f"\nmeasured postgres restart: {len(running.events('outage_retry'))} runner writes retried; {outcome}")
+    retried = running.events("outage_retry")
+    print(f"\nmeasured postgres restart: {len(retried)} runner writes retried; {outcome}")
+    assert [e for e in retried if e["what"] == "status_write"], f"no status write was retried: {retried[:3]}"
 
 
 async def test_recycled_workers_are_replaced_before_they_leave(
