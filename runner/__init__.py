@@ -1,4 +1,4 @@
-"""The StoryMimi job runner: asyncio jobs on arq's Redis layout, status rows in Postgres.
+"""The StoryMimi job runner: asyncio jobs over Redis (arq's JSON envelope), status rows in Postgres.
 
 It knows nothing of stories: `jobs` registers coroutines with it, `api` enqueues them through it.
 `Worker` and `JobClient` are imported on first use, so `python -m runner run` can set up Prometheus's
