@@ -1,7 +1,8 @@
 """The fleet of processes behind `python -m runner run`: the supervisor, its children, and what they share.
 
     launcher.py     embedded servers if needed, then the supervisor with the API and the workers
-    supervisor.py   keeps one process per slot, restarts, recycles, pings its children
+    supervisor.py   keeps one process per slot, restarts, recycles, kills children that hang
+    control.py      the control pipe: a child's retiring notice and heartbeat (and its blocked-loop report)
     metrics.py      Prometheus metrics, aggregated over the fleet (metrics_dir.py prepares their folder)
     logs.py         structlog configured once per entry point
     heap.py         the frozen start-up heap
