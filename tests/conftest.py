@@ -55,6 +55,8 @@ def make_settings(servers: Servers, tmp_path: Path) -> MakeSettings:
             "slot_prefix": f"runner:slots:{queue}",  # provider slots of one test never starve another
             "offline_latency_ms": 1,
             "startup_retry_s": 5,
+            # In-process workers drain within the fixtures' 30 s teardown; jobs still running then go back.
+            "shutdown_grace_s": 5,
             "log_format": "console",
         }
         values.update(overrides)

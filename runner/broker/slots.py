@@ -15,10 +15,11 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -30,6 +31,7 @@ from runner.errors import ResourceNotOpenError, RetryLaterError
 
 __all__ = ["SlotHolder", "SlotPool"]
 
+T = TypeVar("T")
 log = structlog.get_logger("runner.broker.slots")
 
 
@@ -57,6 +59,9 @@ class SlotHolder:
         self._held: dict[str, set[str]] = {}
         self._unreleased: dict[str, set[str]] = {}  # slots whose release failed (Redis was away)
         self._renewal: asyncio.Task[None] | None = None
+        # Redis calls that must finish even if their caller is cancelled (a release, a renewal round):
+        # awaited on exit, so none outlives the holder and its connection is never dropped mid-reply.
+        self._finishing: set[asyncio.Future[Any]] = set()
 
     async def __aenter__(self) -> SlotHolder:
         self._renewal = asyncio.create_task(self._renew_forever(), name="slot-renewal")
@@ -67,6 +72,8 @@ class SlotHolder:
             self._renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewal
+        if self._finishing:
+            await asyncio.wait(self._finishing, timeout=5)
 
     @asynccontextmanager
     async def hold(self, pool: SlotPool) -> AsyncIterator[None]:
@@ -82,9 +89,24 @@ class SlotHolder:
         finally:
             self._held[key].discard(token)
             try:
-                await asyncio.shield(self._redis.zrem(key, token))
+                await self._to_the_end(self._redis.zrem(key, token))
             except (RedisError, OSError):  # released again by the background loop once Redis answers
                 self._unreleased.setdefault(key, set()).add(token)
+
+    async def _to_the_end(self, call: Awaitable[T]) -> T:
+        """Await `call`, which runs to its end even if we are cancelled meanwhile (see `_finishing`)."""
+        future = asyncio.ensure_future(call)
+        self._finishing.add(future)
+        future.add_done_callback(self._finishing.discard)
+        return await asyncio.shield(future)
+
+    async def _renew_round(self, held: dict[str, list[str]], orphans: dict[str, list[str]], expiry: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, tokens in held.items():
+                pipe.zadd(key, dict.fromkeys(tokens, expiry), xx=True)
+            for key, tokens in orphans.items():
+                pipe.zrem(key, *tokens)
+            await pipe.execute()
 
     async def _take(self, pool: SlotPool, keys: SlotKeys, token: str) -> None:
         deadline = time.monotonic() + pool.max_wait_s
@@ -114,12 +136,7 @@ class SlotHolder:
                 continue
             expiry = int(time.time() * 1000) + self._hold_ms
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key, tokens in held.items():
-                        pipe.zadd(key, dict.fromkeys(tokens, expiry), xx=True)
-                    for key, tokens in orphans.items():
-                        pipe.zrem(key, *tokens)
-                    await pipe.execute()
+                await self._to_the_end(self._renew_round(held, orphans, expiry))
             except (RedisError, OSError) as exc:
                 log.warning("slot_renewal_failed", error=repr(exc))
                 continue

@@ -35,15 +35,11 @@ class Presence:
         self._fixed = {"worker_id": worker_id, "queue": queue, "host": socket.gethostname(), "pid": os.getpid(),
                        "started_at": time.time()}  # fmt: skip
         self._lag_s = 0.0
-        self._inflight: asyncio.Future[None] | None = None
 
     async def run_forever(self) -> None:
         while True:
             with contextlib.suppress(RedisError, OSError):  # an outage: the entry lapses, then comes back
-                # Shielded: a stop cancelling us mid-pipeline would leave its connection neither read
-                # to the end nor closed; the report is short, so it finishes, and leave() waits for it.
-                self._inflight = asyncio.ensure_future(self.report())
-                await asyncio.shield(self._inflight)
+                await self.report()
             asked = time.monotonic()
             await asyncio.sleep(PRESENCE_S)
             self._lag_s = max(time.monotonic() - asked - PRESENCE_S, 0.0)
@@ -58,10 +54,7 @@ class Presence:
             await pipe.execute()
 
     async def leave(self) -> None:
-        """Take this worker off the list (after the report in flight, if any, has finished)."""
-        if self._inflight is not None and not self._inflight.done():
-            with contextlib.suppress(RedisError, OSError):
-                await self._inflight
+        """Take this worker off the list (call once `run_forever` is stopped)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(self._keys.worker(self._worker_id))
             pipe.zrem(self._keys.workers, self._worker_id)
