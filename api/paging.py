@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
-from jobs.keyset import Cursor, CursorError
+from runner.store.keyset import Cursor, CursorError
 
 __all__ = ["cursor_param"]
 

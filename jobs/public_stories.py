@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from jobs.keyset import Cursor
+from runner.store.keyset import Cursor
 
 __all__ = ["PublicStory", "PublicStoryFilter", "PublicStoryRepository"]
 

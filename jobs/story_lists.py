@@ -1,6 +1,6 @@
 """Read-only lists of stories: search, the newest, one user's (keyset pages), and a user's statistics.
 
-Every list is one indexed query ordered by (created_at, story_id) descending; see jobs.keyset.
+Every list is one indexed query ordered by (created_at, story_id) descending; see runner.store.keyset.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import datetime
 
 import asyncpg
 
-from jobs.keyset import Cursor
 from jobs.repository import StoryRecord, StoryStatus
+from runner.store.keyset import Cursor, contains_pattern
 
 __all__ = ["StoryLists", "StoryPage", "UserStoryStats"]
 
@@ -37,11 +37,6 @@ class UserStoryStats:
         return sum(self.by_status.values())
 
 
-def _like(text: str) -> str:
-    """`text` as a literal ILIKE pattern matched anywhere (its own % and _ do not act as wildcards)."""
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 class StoryLists:
     """Borrows the pool."""
 
@@ -50,7 +45,7 @@ class StoryLists:
 
     async def search(self, text: str, *, limit: int, after: Cursor | None = None) -> StoryPage:
         """Stories whose title or prompt contains `text` (any case), newest first."""
-        return await self._page("(title ILIKE $1 OR prompt ILIKE $1)", [_like(text)], limit, after)
+        return await self._page("(title ILIKE $1 OR prompt ILIKE $1)", [contains_pattern(text)], limit, after)
 
     async def recent(self, *, limit: int, after: Cursor | None = None) -> StoryPage:
         return await self._page("true", [], limit, after)
@@ -76,6 +71,16 @@ class StoryLists:
             user_id, status, (page - 1) * limit, limit + 1,
         )  # fmt: skip
         return _to_page(rows, limit)
+
+    async def scene_progress(self, story_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[int, int]]:
+        """(scenes, scenes with their media) of each story, in one query for a whole page."""
+        rows = await self._pool.fetch(
+            "SELECT story_id, count(*) AS total, "
+            "count(*) FILTER (WHERE image_key IS NOT NULL AND audio_key IS NOT NULL) AS done "
+            "FROM scenes WHERE story_id = ANY($1::uuid[]) GROUP BY story_id",
+            story_ids,
+        )
+        return {r["story_id"]: (int(r["total"]), int(r["done"])) for r in rows}
 
     async def stats_of_user(self, user_id: str) -> UserStoryStats:
         row = await self._pool.fetchrow(_STATS, user_id)

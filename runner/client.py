@@ -7,12 +7,11 @@ after commit, so no worker can start a job whose rows are not yet visible.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from runner.broker.enqueue import Enqueuer
-from runner.broker.keys import QueueKeys
+from runner.broker.queue import request_abort
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL
@@ -79,7 +78,7 @@ class JobClient:
         Returns the row as it is now (None if there is no such job); a finished job is left as it is."""
         row = await self.store.get(job_id)
         if row is not None and row.status not in TERMINAL:
-            await self._resources.redis.zadd(QueueKeys.of(row.queue).abort, {job_id: int(time.time() * 1000)})
+            await request_abort(self._resources.redis, row.queue, job_id)
         return row
 
     async def get(self, job_id: str) -> JobRow | None:

@@ -119,11 +119,12 @@ async def creations(
         found = await state.lists.of_user(user_id, limit=limit, after=cursor_param(cursor), status=wanted)
     else:
         found = await state.lists.offset_page_of_user(user_id, page=page, limit=limit, status=wanted)
+    scenes = await state.lists.scene_progress([s.story_id for s in found.stories])
     total = await state.lists.count_of_user(user_id, status=wanted)
     stats = await state.lists.stats_of_user(user_id)
     pages = max(1, math.ceil(total / limit))
     return CreationsOut(
-        stories=[await _creation(state, request, s) for s in found.stories],
+        stories=[_creation(state, request, s, scenes.get(s.story_id, (0, 0))) for s in found.stories],
         pagination=PaginationOut(current_page=page, total_pages=pages, total_stories=total, stories_per_page=limit,
                                  has_next_page=found.next_cursor is not None, has_previous_page=page > 1,
                                  next_cursor=found.next_cursor),
@@ -170,12 +171,11 @@ def _user_out(user: UserRecord) -> UserOut:
     return UserOut.model_validate(user, from_attributes=True)
 
 
-async def _creation(state: AppState, request: Request, story: StoryRecord) -> CreationOut:
-    progress = await state.stories.progress(story.story_id)
-    scenes = progress.scenes_total if progress else 0
+def _creation(state: AppState, request: Request, story: StoryRecord, scene_progress: tuple[int, int]) -> CreationOut:
+    scenes, done = scene_progress
     percent = _PROGRESS[story.status]
-    if story.status is StoryStatus.PROCESSING and progress and progress.scenes_total:
-        percent = 50 + 50 * progress.scenes_done // progress.scenes_total
+    if story.status is StoryStatus.PROCESSING and scenes:
+        percent = 50 + 50 * done // scenes
     return CreationOut(
         story_id=story.story_id, title=story.title, status=story.status.value, created_at=story.created_at,
         updated_at=story.updated_at, cover_image_url=state.media_url(request, story.cover_image_key),

@@ -33,6 +33,7 @@ __all__ = [
     "lease_ms",
     "queue_depth",
     "release_dead_worker",
+    "request_abort",
 ]
 
 
@@ -55,6 +56,11 @@ async def queue_depth(redis: Redis, queue: str) -> QueueDepth:
         pipe.zcount(key, "-inf", int(time.time() * 1000))
         total, due = await pipe.execute()
     return QueueDepth(int(total), int(due))
+
+
+async def request_abort(redis: Redis, queue: str, job_id: str) -> None:
+    """Ask the workers of `queue` to cancel `job_id` (its abort watch or claim sees it within ABORT_POLL_S)."""
+    await redis.zadd(QueueKeys.of(queue).abort, {job_id: int(time.time() * 1000)})
 
 
 def _idle_member(worker_id: str, lease_ms: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -74,8 +74,18 @@ def _with_embedded_urls(settings: Settings) -> Settings:
     return settings.model_copy(update=found)
 
 
-def _run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """The command's one event loop (uvloop, as every entry point of the runner)."""
+    import uvloop
+
+    result: T = uvloop.run(coro)
+    return result
+
+
+def _db(servers: Servers) -> asyncpg.Pool:
+    if servers.db is None:
+        raise click.ClickException(f"postgres is {servers.db_error}")
+    return servers.db
 
 
 def _emit(value: Any, as_json: bool, table: Callable[[], None]) -> None:
@@ -177,9 +187,7 @@ def jobs_ls(settings: Settings, statuses: tuple[str, ...], name: str | None, fie
 
     async def read() -> Any:
         async with connected(settings) as servers:
-            if servers.db is None:
-                raise click.ClickException(f"postgres is {servers.db_error}")
-            return await find_jobs(servers.db, where, limit=limit, cursor=cursor)
+            return await find_jobs(_db(servers), where, limit=limit, cursor=cursor)
 
     try:
         page = _run(read())
@@ -206,9 +214,7 @@ def jobs_show(settings: Settings, job_id: str, as_json: bool) -> None:
 
     async def read() -> Any:
         async with connected(settings) as servers:
-            if servers.db is None:
-                raise click.ClickException(f"postgres is {servers.db_error}")
-            return await get_job(servers.db, job_id)
+            return await get_job(_db(servers), job_id)
 
     row = _run(read())
     if row is None:
@@ -222,25 +228,18 @@ def jobs_show(settings: Settings, job_id: str, as_json: bool) -> None:
 @click.pass_obj
 def jobs_cancel(settings: Settings, job_id: str, as_json: bool) -> None:
     """Ask the workers to stop a pending or running job (it becomes `cancelled`)."""
-    from runner.broker.keys import QueueKeys
-    from runner.ops.jobs import get_job
+    from runner.ops.jobs import cancel_job
     from runner.status import TERMINAL
 
     async def act() -> Any:
         async with connected(settings) as servers:
-            if servers.db is None:
-                raise click.ClickException(f"postgres is {servers.db_error}")
-            row = await get_job(servers.db, job_id)
-            if row is None:
-                raise click.ClickException(f"no job {job_id!r}")
-            if row.status in TERMINAL:
-                raise click.ClickException(f"job {job_id!r} already ended as {row.status.value}; nothing to cancel")
-            import time
-
-            await servers.redis.zadd(QueueKeys.of(row.queue).abort, {job_id: int(time.time() * 1000)})
-            return row
+            return await cancel_job(servers.redis, _db(servers), job_id)
 
     row = _run(act())
+    if row is None:
+        raise click.ClickException(f"no job {job_id!r}")
+    if row.status in TERMINAL:
+        raise click.ClickException(f"job {job_id!r} already ended as {row.status.value}; nothing to cancel")
     _emit({"job_id": job_id, "status": row.status.value, "cancel_requested": True}, as_json,
           lambda: click.echo(f"cancel requested for {job_id} ({row.status.value})"))  # fmt: skip
 

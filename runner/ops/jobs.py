@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from redis.asyncio import Redis
 
-from runner.status import JobStatus
+from runner.broker.queue import request_abort
+from runner.status import TERMINAL, JobStatus
 from runner.store.jobs import JobRow
+from runner.store.keyset import Cursor, CursorError, contains_pattern
 
-__all__ = ["JobFilter", "JobPage", "find_jobs", "get_job"]
+__all__ = ["CursorError", "JobFilter", "JobPage", "cancel_job", "find_jobs", "get_job"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +33,6 @@ class JobPage:
     next_cursor: str | None
 
 
-class CursorError(ValueError):
-    """A cursor these lists did not give out."""
-
-
 _FIND = """
 SELECT * FROM runner_jobs
 WHERE queue = $1
@@ -52,34 +49,26 @@ LIMIT $11
 
 
 async def find_jobs(db: asyncpg.Pool, where: JobFilter, *, limit: int = 50, cursor: str | None = None) -> JobPage:
-    after = _decode(cursor) if cursor else None
+    after = Cursor.decode(cursor) if cursor else None
     key, value = where.field if where.field else (None, None)
-    pattern = f"%{_escape_like(where.error_contains)}%" if where.error_contains else None
+    pattern = contains_pattern(where.error_contains) if where.error_contains else None
     rows = await db.fetch(
         _FIND, where.queue, [s.value for s in where.statuses], where.name, key, value, where.since, where.until,
-        pattern, after[0] if after else None, after[1] if after else None, limit + 1,
+        pattern, after.created_at if after else None, after.id if after else None, limit + 1,
     )  # fmt: skip
     jobs = [JobRow.from_record(r) for r in rows[:limit]]
     more = len(rows) > limit and jobs
-    return JobPage(jobs, _encode(jobs[-1].enqueued_at, jobs[-1].job_id) if more else None)
+    return JobPage(jobs, Cursor(jobs[-1].enqueued_at, jobs[-1].job_id).encode() if more else None)
+
+
+async def cancel_job(redis: Redis, db: asyncpg.Pool, job_id: str) -> JobRow | None:
+    """Ask the workers to stop `job_id` unless it has ended; its row as it is now (None: no such job)."""
+    row = await get_job(db, job_id)
+    if row is not None and row.status not in TERMINAL:
+        await request_abort(redis, row.queue, job_id)
+    return row
 
 
 async def get_job(db: asyncpg.Pool, job_id: str) -> JobRow | None:
     record = await db.fetchrow("SELECT * FROM runner_jobs WHERE job_id = $1", job_id)
     return JobRow.from_record(record) if record is not None else None
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _encode(when: datetime, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{when.isoformat()}|{job_id}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, str]:
-    try:
-        when, _, job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
-        return datetime.fromisoformat(when), job_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise CursorError(f"cursor {cursor[:40]!r} was not given out by a job list; use a page's next cursor") from None

@@ -2,6 +2,7 @@
 
 A cursor is that pair, opaque to clients (URL-safe base64). Paging this way costs the same on page 1,000
 as on page 1, and rows inserted meanwhile do not shift the pages (an offset would skip or repeat them).
+Used by every list: the operators' job lists (runner.ops) and the domain's (jobs).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Cursor", "CursorError"]
+__all__ = ["Cursor", "CursorError", "contains_pattern"]
 
 
 class CursorError(ValueError):
@@ -29,14 +30,18 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        refused = CursorError(f"cursor {text[:40]!r} was not given out by this list; use a page's next cursor")
         try:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
             when, _, ident = raw.partition("|")
             created_at = datetime.fromisoformat(when)
         except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise CursorError(
-                f"cursor {text[:40]!r} is not one this API gave out; use the next_cursor of a page"
-            ) from None
+            raise refused from None
         if not ident or created_at.tzinfo is None:
-            raise CursorError(f"cursor {text[:40]!r} is not one this API gave out; use the next_cursor of a page")
+            raise refused
         return cls(created_at, ident)
+
+
+def contains_pattern(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, its own % and _ taken literally (default ESCAPE \\)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
