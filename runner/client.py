@@ -12,6 +12,7 @@ from typing import Any
 
 from runner.broker.enqueue import Enqueuer
 from runner.broker.queue import request_abort
+from runner.context import CURRENT_JOB_ID
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL
@@ -50,7 +51,7 @@ class JobClient:
         sending both at once measurably delays the job's start on a small machine (the database's
         wake-up competes with the worker's). A push that fails raises before any row is written."""
         job = self.pending(name, job_id=job_id, kwargs=kwargs)  # refuses bad arguments before any write
-        queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs)
+        queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs, meta=_meta(job.parent_id))
         recorded = await self.store.insert_pending(job)
         return EnqueueResult(job_id, recorded, queued)
 
@@ -64,13 +65,13 @@ class JobClient:
         spec = self.spec(name)
         spec.bind((), kwargs)
         assert spec.queue is not None
-        return PendingJob(job_id, name, spec.queue, kwargs, spec.max_tries)
+        return PendingJob(job_id, name, spec.queue, kwargs, spec.max_tries, parent_id=CURRENT_JOB_ID.get())
 
     async def push(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> bool:
         """Put the job in Redis; False if a job with this id is queued, running or recently finished."""
         queue = self.spec(name).queue
         assert queue is not None
-        return await self._enqueuer.enqueue(queue, job_id, name, kwargs)
+        return await self._enqueuer.enqueue(queue, job_id, name, kwargs, meta=_meta(CURRENT_JOB_ID.get()))
 
     async def request_cancel(self, job_id: str) -> JobRow | None:
         """Ask the workers to cancel `job_id`; the row says `cancelled` once one has.
@@ -83,3 +84,7 @@ class JobClient:
 
     async def get(self, job_id: str) -> JobRow | None:
         return await self.store.get(job_id)
+
+
+def _meta(parent_id: str | None) -> dict[str, str] | None:
+    return {"parent": parent_id} if parent_id else None

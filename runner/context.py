@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,7 +21,10 @@ if TYPE_CHECKING:
     from runner.client import EnqueueResult
     from runner.store.jobs import JobRow
 
-__all__ = ["JobActions", "JobContext"]
+__all__ = ["CURRENT_JOB_ID", "JobActions", "JobContext"]
+
+# The job whose task this is (set by the worker for each job it runs): what a job enqueues names it as parent.
+CURRENT_JOB_ID: ContextVar[str | None] = ContextVar("runner_current_job_id", default=None)
 
 
 class JobActions(Protocol):

@@ -3,6 +3,7 @@
 arq stores a job as `{"t": try, "f": name, "a": args, "k": kwargs, "et": enqueue_ms}` and a result as the
 same plus `s`, `r`, `st`, `ft`, `q`, `id`. We keep that shape so arq's own `Job.status()`/`Job.result()`
 work, but the bytes are JSON; anything else (a pickle placed in the queue, garbage) is refused unread.
+Our own enqueues add `m`, string metadata that arq ignores: the job that enqueued this one (`parent`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import orjson
 
 from runner.errors import PayloadError
 
-__all__ = ["JobPayload", "decode_job", "deserialize", "serialize"]
+__all__ = ["JobPayload", "decode_job", "deserialize", "encode_job", "serialize"]
 
 _PICKLE_PROTOCOL_MARK = 0x80
 
@@ -46,6 +47,17 @@ class JobPayload:
     kwargs: dict[str, Any]
     enqueue_try: int | None
     enqueue_time_ms: int
+    meta: dict[str, str]  # the enqueuer's `m` (see the module docstring); empty from other producers
+
+
+def encode_job(
+    name: str, kwargs: dict[str, Any], *, enqueue_ms: int, first_try: int | None = None, meta: dict[str, str] | None
+) -> bytes:
+    """A job envelope in arq's shape (keyword arguments only), with our metadata when there is any."""
+    job: dict[str, Any] = {"t": first_try, "f": name, "a": [], "k": kwargs, "et": enqueue_ms}
+    if meta:
+        job["m"] = meta
+    return serialize(job)
 
 
 def decode_job(data: bytes) -> JobPayload:
@@ -65,7 +77,11 @@ def decode_job(data: bytes) -> JobPayload:
         raise PayloadError(f"job payload 't' (try) must be an integer or null, got {enqueue_try!r}")
     if not isinstance(enqueue_ms, int):
         raise PayloadError(f"job payload 'et' (enqueue time, ms) must be an integer, got {enqueue_ms!r}")
-    return JobPayload(name, tuple(args), kwargs, enqueue_try, enqueue_ms)
+    meta = obj.get("m")
+    if not isinstance(meta, dict):  # absent, or another producer's field: metadata is optional, never fatal
+        meta = {}
+    return JobPayload(name, tuple(args), kwargs, enqueue_try, enqueue_ms,
+                      {str(k): v for k, v in meta.items() if isinstance(v, str)})  # fmt: skip
 
 
 def _encode_fallback(obj: Any) -> Any:

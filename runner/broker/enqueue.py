@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from arq.constants import expires_extra_ms
-from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError
 
@@ -36,12 +35,25 @@ class Enqueuer:
         self._sending = False
         self._next: asyncio.Task[None] | None = None  # referenced so the loop does not drop it
 
-    async def enqueue(self, queue: str, job_id: str, name: str, kwargs: dict[str, Any], *, defer_s: float = 0) -> bool:
-        """True if the job was queued; False if a job with this id exists (it is left as it is)."""
+    async def enqueue(
+        self,
+        queue: str,
+        job_id: str,
+        name: str,
+        kwargs: dict[str, Any],
+        *,
+        defer_s: float = 0,
+        first_try: int | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> bool:
+        """True if the job was queued; False if a job with this id exists (it is left as it is).
+
+        `first_try`: the attempt number this run starts at (an operator's retry of a job that used its
+        tries); `meta`: string metadata carried in the envelope (see runner.envelope)."""
         keys = QueueKeys.of(queue)
         now = int(time.time() * 1000)
         due = now + int(defer_s * 1000)
-        payload = serialize_job(name, (), kwargs, None, now, serializer=envelope.serialize)
+        payload = envelope.encode_job(name, kwargs, enqueue_ms=now, first_try=first_try, meta=meta)
         call = (
             [keys.jobs, keys.job(job_id), keys.result(job_id), keys.wake, keys.idle, keys.abort],
             [job_id, payload, due, due - now + expires_extra_ms, now, keys.lease_prefix, keys.try_prefix,

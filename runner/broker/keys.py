@@ -11,6 +11,7 @@ stays in one Redis Cluster slot, and different queues spread over the slots. Eve
     runner:{q}:try:<id>           how many times the job was started
     runner:{q}:result:<id>        the JSON result envelope, kept KEEP_RESULT_S
     runner:{q}:abort              sorted set of job ids someone asked to cancel, scored by when
+    runner:{q}:drain              sorted set of worker ids an operator asked to drain, scored by when
     runner:{q}:wake               tokens idle workers block on (BLPOP) instead of polling
     runner:{q}:idle               sorted set of idle workers ("<lease ms>:<worker>"), scored by when each lapses
     runner:{q}:leases:<worker>    ids a worker holds leases on, so its supervisor can free them when it dies
@@ -79,6 +80,10 @@ class QueueKeys:
     @property
     def abort(self) -> str:
         return f"{self.base}:abort"
+
+    @property
+    def drain(self) -> str:
+        return f"{self.base}:drain"
 
     @property
     def wake(self) -> str:

@@ -25,16 +25,26 @@ from runner.broker import lua
 from runner.broker.keys import TRY_COUNTER_TTL_MS, QueueKeys
 
 __all__ = [
+    "ABORT_KEEP_MS",
     "Claim",
     "ClaimedJob",
+    "ControlRequests",
     "Finished",
     "QueueDepth",
     "RedisQueue",
     "lease_ms",
+    "purge",
     "queue_depth",
     "release_dead_worker",
+    "reopen",
     "request_abort",
+    "request_drain",
 ]
+
+# A cancel (or drain) request waits this long for a worker to act on it, so one made while no worker
+# runs (a purge of a stalled queue) still takes effect when one starts; finishing a job drops its entry.
+ABORT_KEEP_MS = 86_400_000
+_PURGE_PAGE = 1000
 
 
 def lease_ms(lease_ttl_s: float) -> int:
@@ -63,6 +73,39 @@ async def request_abort(redis: Redis, queue: str, job_id: str) -> None:
     await redis.zadd(QueueKeys.of(queue).abort, {job_id: int(time.time() * 1000)})
 
 
+async def request_drain(redis: Redis, queue: str, worker_id: str) -> None:
+    """Ask one worker to stop taking jobs, finish its running ones and exit (its supervisor replaces it)."""
+    await redis.zadd(QueueKeys.of(queue).drain, {worker_id: int(time.time() * 1000)})
+
+
+async def reopen(redis: Redis, queue: str, jobs: Sequence[tuple[str, int]]) -> list[bool]:
+    """Clear what each finished (job id, tries used) left in Redis so it can be enqueued again; False
+    for a job that is still queued (leave it as it is)."""
+    keys = QueueKeys.of(queue)
+    calls = [([keys.jobs, keys.result(job_id), keys.tries(job_id), keys.abort], [job_id, used, TRY_COUNTER_TTL_MS])
+             for job_id, used in jobs]  # fmt: skip
+    replies = await lua.run_many(redis, lua.register(redis, "reopen"), calls) if calls else []
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return [bool(r) for r in replies]
+
+
+async def purge(redis: Redis, queue: str, *, dry_run: bool) -> int:
+    """Ask the workers to cancel every job of `queue` that nobody runs now (see lua/purge.lua); how many.
+    The queue is read a page at a time, so a large one does not block Redis."""
+    keys = QueueKeys.of(queue)
+    script = lua.register(redis, "purge")
+    marked, offset, now_ms = 0, 0, int(time.time() * 1000)
+    while True:
+        args: list[str | int] = [keys.lease_prefix, offset, _PURGE_PAGE, now_ms, "1" if dry_run else "0"]
+        got, seen = await script(keys=[keys.jobs, keys.abort], args=args)
+        marked += int(got)
+        offset += int(seen)
+        if int(seen) < _PURGE_PAGE:
+            return marked
+
+
 def _idle_member(worker_id: str, lease_ms: int) -> str:
     return f"{lease_ms}:{worker_id}"  # the enqueue script leases a handed-off job for this long
 
@@ -84,6 +127,14 @@ class Finished:
     job_id: str
     result: bytes | None
     keep_result_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequests:
+    """What operators asked of a worker since its last look: jobs to cancel, and whether to drain."""
+
+    aborts: list[str]
+    drain: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,22 +224,31 @@ class RedisQueue:
         """Free every lease we still hold (at exit, once no job runs): as if we had died, but now."""
         return await release_dead_worker(self._redis, self.worker_id, self.queue, self.lease_ms / 1000)
 
-    async def claim_one(self, job_id: str) -> ClaimedJob | None:
-        """Lease `job_id` now if it is queued and nobody holds it (used to cancel aborted queued jobs)."""
+    async def claim_aborted(self, job_ids: Sequence[str]) -> list[ClaimedJob]:
+        """Lease each of `job_ids` that is queued and that nobody holds (to cancel aborted queued jobs at
+        once, not at their turn), in one round trip."""
         k = self.keys
-        r: list[Any] | None = await self._claim_one(
-            keys=[k.jobs, self._leases, k.lease(job_id), k.job(job_id), k.tries(job_id)],
-            args=[job_id, self.worker_id, self.lease_ms],
-        )
-        return None if not r else ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), True)
+        calls = [([k.jobs, self._leases, k.lease(job_id), k.job(job_id), k.tries(job_id)],
+                  [job_id, self.worker_id, self.lease_ms]) for job_id in job_ids]  # fmt: skip
+        claimed = []
+        for r in await lua.run_many(self._redis, self._claim_one, calls) if calls else []:
+            if isinstance(r, Exception):
+                raise r
+            if r:
+                claimed.append(ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), True))
+        return claimed
 
-    async def abort_requests(self) -> list[str]:
-        """Job ids someone asked to cancel; entries older than a minute are dropped."""
+    async def control_requests(self) -> ControlRequests:
+        """Job ids someone asked to cancel, and whether this worker is asked to drain (one round trip).
+        Requests older than ABORT_KEEP_MS are dropped."""
+        oldest = int(time.time() * 1000) - ABORT_KEEP_MS
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(self.keys.abort, "-inf", int(time.time() * 1000) - 60_000)
+            pipe.zremrangebyscore(self.keys.abort, "-inf", oldest)
             pipe.zrange(self.keys.abort, 0, -1)
-            _, ids = await pipe.execute()
-        return [_text(x) for x in ids]
+            pipe.zremrangebyscore(self.keys.drain, "-inf", oldest)
+            pipe.zrem(self.keys.drain, self.worker_id)
+            _, ids, _, drain = await pipe.execute()
+        return ControlRequests([_text(x) for x in ids], bool(drain))
 
     async def forget_abort(self, job_id: str) -> None:
         await self._redis.zrem(self.keys.abort, job_id)

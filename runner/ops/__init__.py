@@ -6,6 +6,8 @@ page as fast as ten); Redis supplies only live numbers (queue depth, the workers
 
     overview.py  a queue at a glance: depth, oldest due job, running, retrying, failures, throughput
     workers.py   the live workers, from their presence reports
-    jobs.py      jobs by status, name, a field of their arguments, time and error text; one job
+    jobs.py      jobs by status, name, a field of their arguments, time and error text; one job; cancel one
+    history.py   one job in full: every attempt (worker, times, outcome, error, traceback) and its children
+    actions.py   retry one or all matching, purge a queue (each after seeing the count), drain a worker
     doctor.py    is everything healthy: servers, schema, stuck rows, clock skew, embedded servers
 """

@@ -18,45 +18,70 @@ from asyncpg.pool import PoolConnectionProxy
 
 from runner.status import TERMINAL, JobStatus, allowed_sources
 
-__all__ = ["Connection", "JobRow", "JobStore", "PendingJob", "Transition", "collapse"]
+__all__ = ["Connection", "JobRow", "JobStore", "PendingJob", "Transition", "attempt_records", "collapse"]
 
 # A connection a caller holds (its transaction), plain or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 _TERMINAL = sorted(TERMINAL)
+_REOPENABLE = [JobStatus.FAILED.value, JobStatus.CANCELLED.value]
 # Every transition is allowed from the same statuses (see runner.status), so one guard serves a batch.
 _MOVABLE_FROM = allowed_sources(JobStatus.PROCESSING)
 assert all(allowed_sources(s) == _MOVABLE_FROM for s in JobStatus if s is not JobStatus.PENDING)
 
 _INSERT_PENDING = """
-INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries)
-VALUES ($1, $2, $3, $4::jsonb, 'pending', $5)
+INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries, parent_id)
+VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6)
 ON CONFLICT (job_id) DO NOTHING
+"""
+
+_REOPEN = """
+UPDATE runner_jobs SET status = 'pending', error = NULL, result = NULL, finished_at = NULL, updated_at = now()
+WHERE job_id = ANY($1::text[]) AND status = ANY($2::text[])
+RETURNING *
 """
 
 # One statement for a whole batch of transitions (one per job: see `collapse`). Every transition is
 # allowed from the same active statuses and none leaves a terminal one, so one guard serves all rows.
+# The same statement records the attempts (see `attempt_records`): a start opens one, an end closes it
+# (or writes it whole when both come in one batch), whether or not the guard let the job's row move.
 _TRANSITIONS = """
-INSERT INTO runner_jobs AS j
-    (job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started_at, finished_at)
-SELECT t.job_id, t.name, t.queue, t.status, t.attempts, t.max_tries, t.worker, t.error, t.result::jsonb,
-       COALESCE(t.args::jsonb, '{}'::jsonb),
-       CASE WHEN t.started THEN now() END,
-       CASE WHEN t.status = ANY($12::text[]) THEN now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::text[],
-            $9::text[], $10::text[], $11::bool[])
-     AS t(job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started)
-ON CONFLICT (job_id) DO UPDATE SET
-    status      = EXCLUDED.status,
-    attempts    = GREATEST(j.attempts, EXCLUDED.attempts),
-    max_tries   = EXCLUDED.max_tries,
-    worker      = COALESCE(EXCLUDED.worker, j.worker),
-    error       = CASE WHEN EXCLUDED.status = 'completed' THEN NULL ELSE COALESCE(EXCLUDED.error, j.error) END,
-    result      = COALESCE(EXCLUDED.result, j.result),
-    started_at  = COALESCE(EXCLUDED.started_at, j.started_at),
-    finished_at = EXCLUDED.finished_at,
-    updated_at  = now()
-WHERE j.status = ANY($13::text[])
+WITH moved AS (
+    INSERT INTO runner_jobs AS j
+        (job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started_at, finished_at,
+         parent_id)
+    SELECT t.job_id, t.name, t.queue, t.status, t.attempts, t.max_tries, t.worker, t.error, t.result::jsonb,
+           COALESCE(t.args::jsonb, '{}'::jsonb),
+           CASE WHEN t.started THEN now() END,
+           CASE WHEN t.status = ANY($13::text[]) THEN now() END,
+           t.parent_id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::text[],
+                $9::text[], $10::text[], $11::bool[], $12::text[])
+         AS t(job_id, name, queue, status, attempts, max_tries, worker, error, result, args, started, parent_id)
+    ON CONFLICT (job_id) DO UPDATE SET
+        status      = EXCLUDED.status,
+        attempts    = GREATEST(j.attempts, EXCLUDED.attempts),
+        max_tries   = EXCLUDED.max_tries,
+        worker      = COALESCE(EXCLUDED.worker, j.worker),
+        error       = CASE WHEN EXCLUDED.status = 'completed' THEN NULL ELSE COALESCE(EXCLUDED.error, j.error) END,
+        result      = COALESCE(EXCLUDED.result, j.result),
+        started_at  = COALESCE(EXCLUDED.started_at, j.started_at),
+        finished_at = EXCLUDED.finished_at,
+        updated_at  = now()
+    WHERE j.status = ANY($14::text[])
+    RETURNING 1
+), attempts AS (
+    INSERT INTO runner_job_attempts AS a (job_id, attempt, started_at, worker, finished_at, outcome, error, traceback)
+    SELECT r.job_id, r.attempt, to_timestamp(r.started_at), r.worker,
+           CASE WHEN r.outcome IS NOT NULL THEN now() END, r.outcome, r.error, r.traceback
+    FROM unnest($15::text[], $16::int[], $17::float8[], $18::text[], $19::text[], $20::text[], $21::text[])
+         AS r(job_id, attempt, started_at, worker, outcome, error, traceback)
+    ON CONFLICT (job_id, attempt, started_at) DO UPDATE SET
+        finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+        traceback = EXCLUDED.traceback
+    WHERE a.outcome IS NULL
+)
+SELECT count(*) FROM moved
 """
 
 
@@ -70,17 +95,19 @@ class PendingJob:
     queue: str
     args: dict[str, Any]
     max_tries: int
+    parent_id: str | None = None  # the job that enqueued this one
 
     def cte(self, first_param: int, name: str = "pending_job") -> str:
         n = first_param
         return (
-            f"{name} AS (INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries) "
-            f"VALUES (${n}, ${n + 1}, ${n + 2}, ${n + 3}::jsonb, 'pending', ${n + 4}) ON CONFLICT (job_id) DO NOTHING)"
+            f"{name} AS (INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries, parent_id) "
+            f"VALUES (${n}, ${n + 1}, ${n + 2}, ${n + 3}::jsonb, 'pending', ${n + 4}, ${n + 5}) "
+            "ON CONFLICT (job_id) DO NOTHING)"
         )
 
     @property
     def params(self) -> list[Any]:
-        return [self.job_id, self.name, self.queue, orjson.dumps(self.args).decode(), self.max_tries]
+        return [self.job_id, self.name, self.queue, orjson.dumps(self.args).decode(), self.max_tries, self.parent_id]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +126,7 @@ class JobRow:
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    parent_id: str | None = None
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
@@ -124,6 +152,12 @@ class Transition:
     result: Any = None
     args: dict[str, Any] | None = None  # written only when the row is created by this transition
     started: bool = False  # the job (re)started: stamp started_at (set for PROCESSING, kept by collapse)
+    # The attempt's record: when this run started (epoch s; None: no attempt, e.g. the sweeper's moves),
+    # how it ended (None while it runs; else a status, or `deferred`/`released` for a run given back).
+    run_started: float | None = None
+    outcome: str | None = None
+    traceback: str | None = None
+    parent_id: str | None = None  # written only when the row is created by this transition
 
     def __post_init__(self) -> None:
         if self.status is JobStatus.PENDING:
@@ -150,8 +184,10 @@ class JobStore:
         """Apply a batch of transitions in one statement; return how many rows moved."""
         rows = collapse(transitions)
         columns = list(zip(*(_row(t) for t in rows), strict=True))
-        status = await self._pool.execute(_TRANSITIONS, *columns, _TERMINAL, _MOVABLE_FROM)
-        return int(status.rsplit(" ", 1)[-1])
+        records = attempt_records(transitions)
+        attempts: list[Sequence[Any]] = list(zip(*records, strict=True)) if records else [()] * _ATTEMPT_FIELDS
+        moved: int = await self._pool.fetchval(_TRANSITIONS, *columns, _TERMINAL, _MOVABLE_FROM, *attempts)
+        return moved
 
     async def forget_pending(self, job_id: str, conn: Connection | None = None) -> bool:
         """Delete a row that never left `pending` (its enqueue was undone); True if one was deleted."""
@@ -162,6 +198,12 @@ class JobStore:
     async def get(self, job_id: str) -> JobRow | None:
         record = await self._pool.fetchrow("SELECT * FROM runner_jobs WHERE job_id = $1", job_id)
         return JobRow.from_record(record) if record is not None else None
+
+    async def reopen(self, job_ids: Sequence[str]) -> list[JobRow]:
+        """Send ended jobs back to `pending` for another run (an operator's retry): the one move out of a
+        final status, taken only from `failed` or `cancelled`, never by a worker. The rows that moved."""
+        records = await self._pool.fetch(_REOPEN, list(job_ids), _REOPENABLE)
+        return [JobRow.from_record(r) for r in records]
 
 
 def collapse(transitions: Sequence[Transition]) -> list[Transition]:
@@ -182,6 +224,7 @@ def collapse(transitions: Sequence[Transition]) -> list[Transition]:
                 error=t.error if t.error is not None or t.status is JobStatus.COMPLETED else prev.error,
                 result=t.result if t.result is not None else prev.result,
                 args=prev.args if prev.args is not None else t.args,
+                parent_id=prev.parent_id or t.parent_id,
             )
     return list(merged.values())
 
@@ -191,5 +234,30 @@ def _row(t: Transition) -> tuple[Any, ...]:
         t.job_id, t.name, t.queue, t.status.value, t.attempt, t.max_tries, t.worker, t.error,
         None if t.result is None else orjson.dumps(t.result).decode(),
         None if t.args is None else orjson.dumps(t.args).decode(),
-        t.started,
+        t.started, t.parent_id,
     )  # fmt: skip
+
+
+_ATTEMPT_FIELDS = 7  # job_id, attempt, run_started, worker, outcome, error, traceback
+
+
+def attempt_records(transitions: Sequence[Transition]) -> list[tuple[Any, ...]]:
+    """One attempt record per run (job id and start) among `transitions`, its latest word winning: a start
+    alone opens it, an end closes it. A batch may hold two runs of one job (a retry started at once)."""
+    runs: dict[tuple[str, float], tuple[Any, ...]] = {}
+    for t in transitions:
+        if t.run_started is None:
+            continue
+        prev = runs.get((t.job_id, t.run_started))
+        if prev is not None and prev[4] is not None and t.outcome is None:
+            continue  # an end is never reopened
+        runs[(t.job_id, t.run_started)] = (
+            t.job_id,
+            t.attempt,
+            t.run_started,
+            t.worker,
+            t.outcome,
+            t.error,
+            t.traceback,
+        )
+    return list(runs.values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from arq.utils import ms_to_datetime
 from runner import envelope
 from runner.broker.queue import ClaimedJob, Finished, RedisQueue
 from runner.client import JobClient
-from runner.context import JobContext
+from runner.context import CURRENT_JOB_ID, JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
 from runner.fleet.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.registry import JobSpec
@@ -52,6 +53,19 @@ class _Prepared:
     attempt: int
     enqueue_time_ms: int
     raw_kwargs: dict[str, Any]  # as JSON in the payload, kept on the row so a lost job can be re-enqueued
+    # The attempt this run of the job began at: 1, or past the tries of earlier runs for a job an operator
+    # sent back to the queue (its payload says so), which gets its full retry policy again.
+    first_try: int = 1
+    run_started: float = 0.0  # epoch s: this attempt's record
+    parent_id: str | None = None  # the job that enqueued this one
+
+    @property
+    def tries_used(self) -> int:
+        return self.attempt - self.first_try + 1
+
+    @property
+    def last_try(self) -> int:
+        return self.first_try - 1 + self.spec.max_tries
 
 
 class JobExecutor:
@@ -74,6 +88,7 @@ class JobExecutor:
         self._store = store
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
         self._aborting: set[str] = set()
+        self._runs: dict[str, float] = {}  # job id -> when its current attempt started (epoch s)
         self._client = JobClient(resources, specs)
         self._wake_tasks: set[asyncio.Task[None]] = set()
         self._slot_free = on_slot_free or (lambda job_id: None)
@@ -123,6 +138,7 @@ class JobExecutor:
 
     async def execute(self, claimed: ClaimedJob) -> None:
         """Run one claimed job to one of its ends; never raises but CancelledError (worker stopping)."""
+        CURRENT_JOB_ID.set(claimed.job_id)  # this task's: jobs it enqueues name it as their parent
         with (
             structlog.contextvars.bound_contextvars(job_id=claimed.job_id, attempt=claimed.try_count),
             JOBS_IN_FLIGHT.track_inprogress(),
@@ -135,6 +151,8 @@ class JobExecutor:
             except Exception as exc:  # bookkeeping failed: give the job back rather than lose it
                 log.exception("job_bookkeeping_failed", error=repr(exc))
                 await asyncio.shield(self._release(claimed, f"runner error: {exc!r}", delay_s=1.0))
+            finally:
+                self._runs.pop(claimed.job_id, None)
 
     async def _execute(self, claimed: ClaimedJob) -> None:
         try:
@@ -149,7 +167,8 @@ class JobExecutor:
             if claimed.aborted:
                 await self._cancelled(claimed, prepared, ctx, time.monotonic())
                 return
-            if prepared.attempt > spec.max_tries:
+            self._runs[claimed.job_id] = prepared.run_started
+            if prepared.tries_used > spec.max_tries:
                 error = f"gave up after {spec.max_tries} tries: the job's worker stopped each time before it ended"
                 await self._fail(claimed, prepared, ctx, error)
                 return
@@ -198,14 +217,15 @@ class JobExecutor:
         self._aborting.discard(claimed.job_id)
         log.info("job_cancelled", outcome="cancelled", duration_ms=_elapsed_ms(started))
         _count(prepared.spec.name, "cancelled", started)
-        await self._move(self._transition(claimed, prepared, JobStatus.CANCELLED, error="cancelled"))
+        await self._move(self._transition(claimed, prepared, JobStatus.CANCELLED, error="cancelled",
+                                          outcome="cancelled"))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, "cancelled")
         result = self._result_bytes(claimed, prepared, False, "cancelled")
         await self._finish(claimed.job_id, result, self._keep_result_ms)
         await ride_out(lambda: self._queue.forget_abort(claimed.job_id), what="abort", budget_s=self._outage_s)
 
     async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
-        await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result))
+        await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result, outcome="completed"))
         await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, True, result), self._keep_result_ms)
         log.info("job_completed", outcome="completed", duration_ms=_elapsed_ms(started))
         _count(prepared.spec.name, "completed", started)
@@ -217,24 +237,29 @@ class JobExecutor:
         if isinstance(exc, RetryLaterError):  # a busy shared limit, not the job's fault: no try used
             log.info("job_deferred", outcome="deferred", reason=error, retry_in_s=exc.retry_after_s)
             _count(prepared.spec.name, "deferred", started)
-            await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
+            await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error, outcome="deferred"))
             due_ms = _now_ms() + int((exc.retry_after_s or 1.0) * 1000)
             await self._requeue(claimed.job_id, due_ms=due_ms, give_back_try=True)
             return
         assert prepared.spec.retry is not None
-        delay = prepared.spec.retry.decide(exc, prepared.attempt)
+        delay = prepared.spec.retry.decide(exc, prepared.tries_used)
+        trace = _traceback(exc)
         if delay is None:
             log.warning("job_failed", outcome="failed", error=error, duration_ms=_elapsed_ms(started))
             _count(prepared.spec.name, "failed", started)
-            await self._fail(claimed, prepared, ctx, error)
+            await self._fail(claimed, prepared, ctx, error, trace)
             return
         log.warning("job_retrying", outcome="retrying", error=error, retry_in_s=round(delay, 3))
         _count(prepared.spec.name, "retrying", started)
-        await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error))
+        await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error, outcome="retrying",
+                                          traceback=trace))  # fmt: skip
         await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
 
-    async def _fail(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, error: str) -> None:
-        await self._move(self._transition(claimed, prepared, JobStatus.FAILED, error=error))
+    async def _fail(
+        self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, error: str, trace: str | None = None
+    ) -> None:
+        await self._move(self._transition(claimed, prepared, JobStatus.FAILED, error=error, outcome="failed",
+                                          traceback=trace))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, error)
         await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, False, error), self._keep_result_ms)
 
@@ -247,7 +272,8 @@ class JobExecutor:
         max_tries = spec.max_tries if spec else 1
         await self._move(
             Transition(claimed.job_id, JobStatus.FAILED, name=name, queue=self._queue.queue,
-                       attempt=claimed.try_count, max_tries=max_tries, worker=self._queue.worker_id, error=error)
+                       attempt=claimed.try_count, max_tries=max_tries, worker=self._queue.worker_id, error=error,
+                       run_started=time.time(), outcome="failed")
         )  # fmt: skip
         if spec is not None and spec.on_failure is not None:
             kwargs = self._peek_kwargs(claimed)
@@ -263,8 +289,9 @@ class JobExecutor:
             released = await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True)
             log.warning("job_released", reason=reason, released=released)
             JOBS.labels(self._peek_name(claimed)[0], "released").inc()
-            await self._move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason,
-                                              attempt=claimed.try_count, queue=self._queue.queue))  # fmt: skip
+            await self._move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason, attempt=claimed.try_count,
+                                        queue=self._queue.queue, worker=self._queue.worker_id,
+                                        run_started=self._runs.get(claimed.job_id), outcome="released"))  # fmt: skip
         except Exception as exc:  # the lease will expire and another worker will run the job
             log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queue.lease_ms)
 
@@ -313,8 +340,10 @@ class JobExecutor:
         if spec is None:
             raise _unknown(payload.name, self._specs)
         kwargs = spec.bind(payload.args, payload.kwargs)
-        attempt = max(claimed.try_count, payload.enqueue_try or 0)
-        return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms, payload.kwargs)
+        first_try = max(payload.enqueue_try or 1, 1)
+        attempt = max(claimed.try_count, first_try)
+        return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms, payload.kwargs, first_try, time.time(),
+                         payload.meta.get("parent"))  # fmt: skip
 
     def _context(self, claimed: ClaimedJob, prepared: _Prepared) -> JobContext:
         return JobContext(
@@ -323,7 +352,7 @@ class JobExecutor:
             job_id=claimed.job_id,
             job_name=prepared.spec.name,
             attempt=prepared.attempt,
-            max_tries=prepared.spec.max_tries,
+            max_tries=prepared.last_try,
             enqueued_at=ms_to_datetime(prepared.enqueue_time_ms or _now_ms()),
             worker_id=self._queue.worker_id,
             kwargs=prepared.kwargs,
@@ -339,11 +368,14 @@ class JobExecutor:
         status: JobStatus,
         error: str | None = None,
         result: Any = None,
+        outcome: str | None = None,
+        traceback: str | None = None,
     ) -> Transition:
         return Transition(
             claimed.job_id, status, name=prepared.spec.name, queue=self._queue.queue, attempt=prepared.attempt,
-            max_tries=prepared.spec.max_tries, worker=self._queue.worker_id, error=error, result=result,
-            args=prepared.raw_kwargs,
+            max_tries=prepared.last_try, worker=self._queue.worker_id, error=error, result=result,
+            args=prepared.raw_kwargs, run_started=prepared.run_started, outcome=outcome, traceback=traceback,
+            parent_id=prepared.parent_id,
         )  # fmt: skip
 
     def _result_bytes(self, claimed: ClaimedJob, prepared: _Prepared, success: bool, result: Any) -> bytes | None:
@@ -387,6 +419,12 @@ def _unknown(name: str, specs: dict[str, JobSpec]) -> PermanentError:
 
 def _loggable(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def _traceback(exc: BaseException, limit_chars: int = 16_000) -> str:
+    """The error's traceback for its attempt record (its innermost frames, if it is long)."""
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= limit_chars else "...\n" + text[-limit_chars:]
 
 
 def _describe(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ __all__ = ["ExitReason", "Worker"]
 log = structlog.get_logger("runner.worker")
 
 CLAIM_BACKOFF = Backoff(first_s=0.1, max_s=1.0)  # after a failed claim round trip
+_ABORTS_PER_POLL = 200  # queued jobs cancelled per look at the abort requests
 
 
 class ExitReason(StrEnum):
@@ -48,6 +49,7 @@ class ExitReason(StrEnum):
     RECYCLED_JOBS = "recycled_after_max_jobs"
     RECYCLED_MEMORY = "recycled_over_memory"
     SIDE_TASK_FAILED = "side_task_failed"
+    DRAINED = "drained"  # an operator asked (`workers drain`)
 
 
 class Worker:
@@ -247,15 +249,23 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _watch_aborts(self, parts: _Parts) -> None:
-        """Cancel jobs someone asked to stop: ours that run, and queued ones nobody has claimed yet."""
+        """Act on operators' requests: cancel jobs someone asked to stop (ours that run, and queued ones
+        nobody has claimed yet), and drain this worker if asked to."""
         while True:
             await asyncio.sleep(self.settings.abort_poll_s)
             try:
-                for job_id in await parts.queue.abort_requests():
+                asked = await parts.queue.control_requests()
+                queued = []
+                for job_id in asked.aborts:
                     if (task := self._running.get(job_id)) is not None:
                         parts.executor.abort(job_id, task)
-                    elif not self._stopping.is_set() and (claimed := await parts.queue.claim_one(job_id)):
+                    else:
+                        queued.append(job_id)
+                if queued and not self._stopping.is_set():  # a page a poll: a purge may ask for thousands
+                    for claimed in await parts.queue.claim_aborted(queued[:_ABORTS_PER_POLL]):
                         self._start(parts.executor, claimed)
+                if asked.drain and not self._stopping.is_set():
+                    self._retire(ExitReason.DRAINED)
             except (RedisError, OSError) as exc:
                 log.warning("abort_watch_failed", error=repr(exc))
 
