@@ -1,15 +1,17 @@
 """The command line, `python -m runner` (also the `storymimi-runner` script).
 
 Processes: `run` (embedded servers if needed, the API and the workers, supervised), `worker`, `api`.
-Operations, over runner.ops: `status`, `jobs ls|show|cancel`, `workers ls`, `doctor`. Every operations
-command takes `--json`; `status` and `doctor` exit 1 when something is unhealthy, for cron jobs and probes.
+Operations, over runner.ops: `status`, `jobs ls|show|retry|cancel`, `queue purge`, `workers ls|drain`, `watch`,
+`doctor`. Every operations command takes `--json`; `status` and `doctor` exit 1 when something is unhealthy,
+for cron jobs and probes. Modules: processes.py, common.py (servers, one loop, output), ops.py, jobs.py.
 """
 
 from __future__ import annotations
 
 import click
 
-from runner.cli.ops import doctor, jobs, status, workers
+from runner.cli.jobs import jobs, queue
+from runner.cli.ops import doctor, status, watch, workers
 from runner.fleet.logs import configure_logging
 from runner.settings import Settings
 
@@ -58,7 +60,7 @@ def api(settings: Settings, app: str) -> None:
     raise SystemExit(run_api(settings, app))
 
 
-for command in (status, jobs, workers, doctor):
+for command in (status, jobs, queue, workers, watch, doctor):
     cli.add_command(command)
 
 

@@ -16,7 +16,7 @@ from runner.devservers import free_port
 from runner.resources import Resources
 from runner.settings import Settings
 from runner.status import JobStatus
-from tests.conftest import RunWorker
+from tests.conftest import RunWorker, wait_for
 from tests.integration.test_worker import REGISTRY, client_for, until_status
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +97,88 @@ async def test_doctor_and_status_fail_naming_a_server_that_is_down(settings: Set
     assert postgres["ok"] is False and "down" in postgres["detail"]
     code, status, _ = await runner_cli(settings, "status", DATABASE_URL=down)
     assert code == 1 and "postgres" in status["problem"]
+
+
+async def runner_cli_lines(settings: Settings, *args: str) -> tuple[int, list[Any], str]:
+    """Run `python -m runner <args> --json` for a command that prints one JSON line per update."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runner", *args, "--json", cwd=ROOT,
+        env={**os.environ, "REDIS_URL": str(settings.redis_url), "DATABASE_URL": str(settings.database_url),
+             "QUEUE_NAME": settings.queue_name, "LOG_FORMAT": "json", "DATA_DIR": str(settings.data_dir)},
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, [orjson.loads(line) for line in out.splitlines()], err.decode(errors="replace")
+
+
+async def test_show_retry_purge_drain_and_watch_act_on_a_live_queue(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """What an on-call person does from a shell: read a failure's attempts and traceback, retry it, retry
+    all that match (asked first), purge the queue (asked first), drain a worker, watch the queue."""
+    worker = await run_worker(REGISTRY)
+    client = client_for(resources, settings)
+    q = settings.queue_name
+    for n in range(2):
+        await client.enqueue("probe.flaky", job_id=f"{q}:bad-{n}", key=f"{q}-bad-{n}", fail_times=9, permanent=True)
+    for n in range(2):
+        await until_status(client, f"{q}:bad-{n}", JobStatus.FAILED)
+
+    code, shown, _ = await runner_cli(settings, "jobs", "show", f"{q}:bad-0")
+    assert code == 0 and shown["status"] == "failed" and shown["children_total"] == 0
+    [attempt] = shown["attempts"]
+    assert attempt["outcome"] == "failed" and attempt["worker"] == worker.worker_id
+    assert "PermanentError: not fixable" in attempt["traceback"] and attempt["duration_s"] >= 0
+
+    code, retried, _ = await runner_cli(settings, "jobs", "retry", f"{q}:bad-0", f"{q}:nope")
+    assert code == 0 and retried == {"retried": [f"{q}:bad-0"], "skipped": [f"{q}:nope"]}
+
+    async def ran_twice(job_id: str) -> bool:
+        _, again, _ = await runner_cli(settings, "jobs", "show", job_id)
+        return again["status"] == "failed" and [a["attempt"] for a in again["attempts"]] == [1, 2]
+
+    await wait_for(lambda: ran_twice(f"{q}:bad-0"), timeout=20, every=0.5)
+
+    code, _, err = await runner_cli(settings, "jobs", "retry", "--all-matching", "--error", "not fixable")
+    assert code == 1 and "2 failed or cancelled jobs match; add --yes" in err
+    code, everything, _ = await runner_cli(settings, "jobs", "retry", "--all-matching", "--error", "not fixable",
+                                           "--yes")  # fmt: skip
+    assert code == 0 and everything == {"matched": 2, "retried": 2}
+    await wait_for(lambda: ran_twice(f"{q}:bad-1"), timeout=20, every=0.5)
+
+    code, lines, _ = await runner_cli_lines(settings, "watch", "--count", "2", "--interval", "0.2")
+    assert code == 0 and len(lines) == 2
+    assert lines[1]["queue"]["queue"] == q and [w["worker_id"] for w in lines[1]["workers"]] == [worker.worker_id]
+
+    worker.stop()  # no worker: queued jobs wait, and a purge marks them for the next worker
+    for n in range(3):
+        await client.enqueue("probe.record", job_id=f"{q}:queued-{n}", tag="late")
+    code, purged, _ = await runner_cli(settings, "queue", "purge", "--yes")
+    assert code == 0 and purged == {"purged": 3}
+    await run_worker(REGISTRY)
+    for n in range(3):
+        await until_status(client, f"{q}:queued-{n}", JobStatus.CANCELLED)
+
+
+async def test_drain_stops_the_named_worker(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    worker = await run_worker(REGISTRY)
+    await wait_for(lambda: _listed(settings, worker.worker_id), timeout=20, every=0.5)
+    code, _, err = await runner_cli(settings, "workers", "drain", "nobody")
+    assert code == 1 and "no live worker 'nobody'" in err
+    code, asked, _ = await runner_cli(settings, "workers", "drain", worker.worker_id)
+    assert code == 0 and asked == {"worker_id": worker.worker_id, "drain_requested": True}
+    await wait_for(lambda: _none_listed(settings), timeout=10, every=0.5)  # it left: its report is gone
+    assert worker.exit_reason.value == "drained"
+
+
+async def _listed(settings: Settings, worker_id: str) -> bool:
+    _, listed, _ = await runner_cli(settings, "workers", "ls")
+    return [w["worker_id"] for w in listed] == [worker_id]
+
+
+async def _none_listed(settings: Settings) -> bool:
+    _, listed, _ = await runner_cli(settings, "workers", "ls")
+    return listed == []

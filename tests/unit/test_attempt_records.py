@@ -7,8 +7,9 @@ from runner.store.jobs import Transition, attempt_records
 
 
 def test_start_and_end_in_one_batch_make_one_closed_record():
-    batch = [Transition("a", JobStatus.PROCESSING, attempt=1, worker="w", run_started=10.0),
-             Transition("a", JobStatus.COMPLETED, attempt=1, worker="w", run_started=10.0, outcome="completed")]  # fmt: skip
+    start = Transition("a", JobStatus.PROCESSING, attempt=1, worker="w", run_started=10.0)
+    end = Transition("a", JobStatus.COMPLETED, attempt=1, worker="w", run_started=10.0, outcome="completed")
+    batch = [start, end]
     assert attempt_records(batch) == [("a", 1, 10.0, "w", "completed", None, None)]
 
 
