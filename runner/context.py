@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import asyncpg
 import httpx
@@ -22,6 +26,9 @@ if TYPE_CHECKING:
     from runner.store.jobs import JobRow
 
 __all__ = ["CURRENT_JOB_ID", "JobActions", "JobContext"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # The job whose task this is (set by the worker for each job it runs): what a job enqueues names it as parent.
 CURRENT_JOB_ID: ContextVar[str | None] = ContextVar("runner_current_job_id", default=None)
@@ -60,6 +67,17 @@ class JobContext:
     log: structlog.stdlib.BoundLogger
     jobs: JobActions  # to enqueue, cancel and look up other jobs
     soft_deadline: float = float("inf")  # time.monotonic() of the soft time limit
+    sync_pool: Executor | None = None  # the worker's threads for blocking code (None: the loop's default)
+
+    async def run_sync(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run blocking code (a sync SDK, file or CPU work) in one of the worker's threads, so the event
+        loop and the other jobs keep running; its log lines keep the job's fields.
+
+        The job's time limits still end the job: at the hard limit it fails with JobTimeoutError and its
+        slot is freed. Python cannot stop a thread, so the function itself runs on to its end in the
+        background and its result is dropped; give blocking calls their own timeouts too."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.sync_pool, call)
 
     def past_soft_limit(self) -> bool:
         """True once the soft limit has passed: the cancellation the job sees is the runner's warning,

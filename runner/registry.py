@@ -1,12 +1,14 @@
 """The job registry: each job is a small value (name, coroutine, limits, retry policy, hooks).
 
-A job is a plain coroutine `async def fn(ctx: JobContext, *, arg: T, ...) -> JSON`. Its keyword-only
+A job is a plain coroutine `async def fn(ctx: JobContext, *, arg: T, ...) -> JSON`, or a plain `def` of the
+same shape for blocking code, which the worker runs in a thread (`JobContext.run_sync`). Its keyword-only
 parameters are its JSON arguments; they are checked against the signature and validated with pydantic
 before the job runs, so a payload with wrong arguments fails with a reason instead of half-running.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -107,11 +109,13 @@ def job(
     log_fields: Iterable[str] = (),
     on_failure: FailureHook | None = None,
 ) -> Callable[[JobCoroutine], JobSpec]:
-    """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome)."""
+    """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome).
+    A plain `def` becomes a job run in one of the worker's threads, under the same limits and retries."""
 
-    def register(coroutine: JobCoroutine) -> JobSpec:
-        if not inspect.iscoroutinefunction(coroutine):
-            raise ConfigError(f"job {name!r} must be an `async def` coroutine function, got {coroutine!r}")
+    def register(fn: Callable[..., Any]) -> JobSpec:
+        if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn) or not callable(fn):
+            raise ConfigError(f"job {name!r} must be an `async def` coroutine function or a plain `def`, got {fn!r}")
+        coroutine = fn if inspect.iscoroutinefunction(fn) else _in_thread(fn)
         return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure)
 
     return register
@@ -144,6 +148,16 @@ class Registry:
             if spec.name == name:
                 return spec
         raise UnknownJobError(f"no job named {name!r}; known jobs: {sorted(s.name for s in self.specs)}")
+
+
+def _in_thread(fn: Callable[..., Any]) -> JobCoroutine:
+    """A coroutine that runs the blocking job `fn` in a worker thread (its signature and hints kept)."""
+
+    @functools.wraps(fn)
+    async def run_in_thread(ctx: JobContext, /, **kwargs: Any) -> Any:
+        return await ctx.run_sync(fn, ctx, **kwargs)
+
+    return run_in_thread
 
 
 def _read_signature(name: str, coroutine: JobCoroutine) -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:

@@ -11,6 +11,7 @@ import asyncio
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,7 @@ class JobExecutor:
         store: JobStore,
         *,
         on_slot_free: Callable[[str], None] | None = None,
+        sync_pool: Executor | None = None,
     ) -> None:
         self._resources = resources
         self._services = services
@@ -92,6 +94,7 @@ class JobExecutor:
         self._client = JobClient(resources, specs)
         self._wake_tasks: set[asyncio.Task[None]] = set()
         self._slot_free = on_slot_free or (lambda job_id: None)
+        self._sync_pool = sync_pool
         self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
         self._finishes = Batcher[Finished]("finish", queue.finish_many, outage_s=outage_s)
@@ -359,6 +362,7 @@ class JobExecutor:
             log=structlog.get_logger("job"),
             jobs=self._client,
             soft_deadline=time.monotonic() + (prepared.spec.soft_timeout_s or float("inf")),
+            sync_pool=self._sync_pool,
         )
 
     def _transition(

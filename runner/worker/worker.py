@@ -15,6 +15,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from enum import StrEnum
 from typing import Any
@@ -133,8 +134,13 @@ class Worker:
             queue = RedisQueue(resources.redis, queue=self.settings.queue_name, worker_id=self.worker_id,
                                lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
             specs = self.registry.resolved(self.settings)
+            # Threads for blocking job code (JobContext.run_sync, plain `def` jobs), one per job slot. A thread
+            # still blocked at exit cannot be stopped: it is left to finish while the process ends.
+            threads = ThreadPoolExecutor(self.settings.worker_concurrency, thread_name_prefix="job-sync")
+            stack.callback(threads.shutdown, wait=False, cancel_futures=True)
+            store = JobStore(resources.db)
             executor = await stack.enter_async_context(
-                JobExecutor(resources, services, specs, queue, JobStore(resources.db), on_slot_free=self._slot_free)
+                JobExecutor(resources, services, specs, queue, store, on_slot_free=self._slot_free, sync_pool=threads)
             )
             yield _Parts(executor, queue, specs, resources)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -62,11 +63,15 @@ def test_bad_arguments_say_what_is_wrong(args: tuple[object, ...], kwargs: dict[
 
 
 def test_registration_mistakes_are_caught_early():
-    """Duplicate names, sync functions and positional parameters are configuration errors."""
+    """Duplicate names, generators and positional parameters are configuration errors."""
     with pytest.raises(ConfigError, match="registered twice"):
         Registry((greet, greet))
-    with pytest.raises(ConfigError, match="async def"):
-        job("demo.sync")(lambda ctx: None)
+
+    def generator(ctx: JobContext) -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(ConfigError, match="coroutine function or a plain `def`"):
+        job("demo.generator")(generator)
 
     @job("demo.positional")
     async def positional(ctx: JobContext, story_id: str) -> None: ...
