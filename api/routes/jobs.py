@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Path
 
 from api.deps import State
 from api.errors import CONFLICT, NOT_FOUND, SERVER_DOWN
-from api.schemas import CancelOut, JobOut
+from api.schemas import CancelOut, JobOut, RetryOut
+from runner.ops.actions import retry_jobs
 from runner.status import TERMINAL
 
 __all__ = ["router"]
@@ -35,3 +36,15 @@ async def cancel_job(state: State, job_id: JobId) -> CancelOut:
     if row.status in TERMINAL:
         raise HTTPException(409, f"job {job_id!r} already ended as {row.status.value}; nothing to cancel")
     return CancelOut(job_id=job_id, status=row.status.value, cancel_requested=True)
+
+
+@router.post("/{job_id}/retry", status_code=202, response_model=RetryOut, responses=CONFLICT)
+async def retry_job(state: State, job_id: JobId) -> RetryOut:
+    """Send a failed or cancelled job back to the queue under its id; it gets its full tries again, and its
+    attempts are numbered on after the old ones (409 for a job that has not failed or been cancelled)."""
+    if await retry_jobs(state.resources.redis, state.resources.db, [job_id]):
+        return RetryOut(job_id=job_id, status="pending")
+    row = await state.client.get(job_id)
+    if row is None:
+        raise HTTPException(404, f"job {job_id!r} not found")
+    raise HTTPException(409, f"job {job_id!r} is {row.status.value}; only failed or cancelled jobs can be retried")

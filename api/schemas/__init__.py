@@ -5,6 +5,7 @@ from __future__ import annotations
 from api.schemas.stories import (
     CancelOut,
     JobOut,
+    RetryOut,
     SceneOut,
     StoryCreate,
     StoryCreated,
@@ -17,6 +18,7 @@ from api.schemas.stories import (
 __all__ = [
     "CancelOut",
     "JobOut",
+    "RetryOut",
     "SceneOut",
     "StoryCreate",
     "StoryCreated",

@@ -105,6 +105,11 @@ class CancelOut(BaseModel):
     cancel_requested: bool
 
 
+class RetryOut(BaseModel):
+    job_id: str
+    status: str  # pending: back in the queue
+
+
 class StoryRow(BaseModel):
     """A story as the old list routes returned it (its whole row)."""
 

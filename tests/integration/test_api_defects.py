@@ -95,6 +95,7 @@ def test_openapi_lists_every_status_the_routes_answer():
         ("/stories/{story_id}/status", "get"): {"200", "404", "422", "503"},
         ("/jobs/{job_id}", "get"): {"200", "404", "422", "503"},
         ("/jobs/{job_id}/cancel", "post"): {"202", "404", "409", "422", "503"},
+        ("/jobs/{job_id}/retry", "post"): {"202", "404", "409", "422", "503"},
         ("/ready", "get"): {"200", "503"},
     }
     for (path, method), statuses in want.items():

@@ -221,3 +221,26 @@ async def test_drain_retires_the_named_worker_only(resources: Resources, setting
     await wait_for(first_gone)
     assert first.exit_reason is ExitReason.DRAINED and second.exit_reason is ExitReason.STOPPED
     await until(client, "in-flight", JobStatus.COMPLETED)  # a draining worker finishes what it runs
+
+
+async def test_the_api_retries_a_failed_job_and_refuses_others(
+    resources: Resources, settings: Settings, run_worker: RunWorker, api: Any
+):
+    client = client_for(resources, settings)
+    await run_worker(REGISTRY)
+    await client.enqueue("ops.refuse", job_id="api-bad", why="flaky upstream")
+    await client.enqueue("ops.parent", job_id="api-good", children=0)
+    await until(client, "api-bad", JobStatus.FAILED)
+    await until(client, "api-good", JobStatus.COMPLETED)
+
+    answer = await api.post("/jobs/api-bad/retry")
+    assert answer.status_code == 202 and answer.json() == {"job_id": "api-bad", "status": "pending"}
+
+    async def ran_again() -> bool:
+        detail = await job_detail(resources.db, "api-bad")
+        return detail is not None and detail.job.status is JobStatus.FAILED and len(detail.attempts) == 2
+
+    await wait_for(ran_again)
+    refused = await api.post("/jobs/api-good/retry")
+    assert refused.status_code == 409 and "is completed; only failed or cancelled" in refused.json()["detail"]
+    assert (await api.post("/jobs/nope/retry")).status_code == 404
