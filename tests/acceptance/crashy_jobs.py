@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -12,6 +13,7 @@ from runner.registry import Registry, job
 
 @job("crash.kill_own_worker")
 async def kill_own_worker(ctx: JobContext, *, note: str) -> None:
+    await asyncio.sleep(0.2)  # mid-run: its start is on record by then
     os.kill(os.getpid(), signal.SIGKILL)
 
 

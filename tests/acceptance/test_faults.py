@@ -17,6 +17,7 @@ import pytest
 
 from runner.broker.keys import QueueKeys
 from runner.client import JobClient
+from runner.ops.history import job_detail
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.acceptance import crashy_jobs
@@ -241,6 +242,9 @@ async def test_a_job_that_keeps_killing_its_worker_fails_after_max_tries(
     row = await client.get("crasher")
     assert row is not None and row.error is not None and "gave up after 3 tries" in row.error
     assert len(running.events("child_died")) == 3
+    detail = await job_detail(resources.db, "crasher")  # each killed run is on record as lost
+    assert detail is not None
+    assert [(a.attempt, a.outcome) for a in detail.attempts] == [(1, "lost"), (2, "lost"), (3, "lost"), (4, "failed")]
 
 
 async def test_second_ctrl_c_stops_at_once_and_frees_the_jobs(
