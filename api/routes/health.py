@@ -7,8 +7,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import State
-from runner.broker.queue import queue_depth
-from runner.fleet.metrics import render
+from runner.fleet.metrics import read_live, render
 from runner.servers import check_servers
 
 __all__ = ["router"]
@@ -32,7 +31,9 @@ async def ready(state: State) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(state: State) -> Response:
-    """Prometheus metrics: every process of this fleet (multiprocess mode), plus live queue depth."""
-    queue = state.resources.settings.queue_name
-    depth = await queue_depth(state.resources.redis, queue)
-    return Response(render(queue, depth.total, depth.due), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: every process of this fleet (multiprocess mode), plus what is read live: each
+    server up or not, and the queue's depth, oldest waiting job and live workers. Always 200: with Redis
+    down, `runner_server_up{server="redis"}` is 0 and the queue's numbers are left out."""
+    resources = state.resources
+    live = await read_live(resources.redis, resources.db, resources.settings.queue_name)
+    return Response(render(live), media_type=CONTENT_TYPE_LATEST)

@@ -33,6 +33,7 @@ __all__ = [
     "QueueDepth",
     "RedisQueue",
     "lease_ms",
+    "oldest_waiting_age_s",
     "purge",
     "queue_depth",
     "release_dead_worker",
@@ -45,6 +46,8 @@ __all__ = [
 # runs (a purge of a stalled queue) still takes effect when one starts; finishing a job drops its entry.
 ABORT_KEEP_MS = 86_400_000
 _PURGE_PAGE = 1000
+_SCAN_PAGE = 500  # due jobs looked at per round trip for the oldest one not running
+_SCAN_MAX = 5000
 
 
 def lease_ms(lease_ttl_s: float) -> int:
@@ -66,6 +69,24 @@ async def queue_depth(redis: Redis, queue: str) -> QueueDepth:
         pipe.zcount(key, "-inf", int(time.time() * 1000))
         total, due = await pipe.execute()
     return QueueDepth(int(total), int(due))
+
+
+async def oldest_waiting_age_s(redis: Redis, queue: str) -> float:
+    """Seconds since the oldest due job that no worker holds fell due; 0 when none waits. A running job stays
+    in the queue (leased) until it ends, so leased ones are skipped. Past _SCAN_MAX running jobs, the age of
+    the last one looked at (an upper bound)."""
+    keys = QueueKeys.of(queue)
+    now_ms = int(time.time() * 1000)
+    due_ms: float = now_ms
+    for offset in range(0, _SCAN_MAX, _SCAN_PAGE):
+        page = await redis.zrangebyscore(keys.jobs, "-inf", now_ms, start=offset, num=_SCAN_PAGE, withscores=True)
+        leases = await redis.mget([keys.lease(_text(job_id)) for job_id, _ in page]) if page else []
+        for (_, due_ms), lease in zip(page, leases, strict=True):
+            if lease is None:
+                return max(now_ms - due_ms, 0) / 1000
+        if len(page) < _SCAN_PAGE:
+            return 0.0  # every due job is running
+    return max(now_ms - due_ms, 0) / 1000
 
 
 async def request_abort(redis: Redis, queue: str, job_id: str) -> None:

@@ -1,16 +1,29 @@
 """Prometheus metrics. With several worker processes, prometheus-client's multiprocess mode aggregates
 them: the supervisor gives every child the same PROMETHEUS_MULTIPROC_DIR, and one scrape of the API's
-`/metrics` (or the supervisor's METRICS_PORT) sees the whole fleet, plus the queue depth read live.
+`/metrics` (or the supervisor's METRICS_PORT) sees the whole fleet. The API's `/metrics` adds what it reads
+live at each scrape (`read_live`, `LiveNumbers`): whether Redis and Postgres answer, the queue's depth, the
+age of its oldest waiting job and its live workers. Prometheus alerting rules on these: runner/ops/alerts.yml.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
+import asyncpg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from runner.broker.queue import QueueDepth, oldest_waiting_age_s, queue_depth
 from runner.fleet.metrics_dir import MULTIPROC_ENV
+from runner.ops.workers import list_workers
+from runner.servers import Server, check_servers
 
 __all__ = [
     "JOBS",
@@ -19,10 +32,14 @@ __all__ = [
     "LOOP_LAG",
     "MULTIPROC_ENV",
     "PROVIDER_RETRIES",
+    "RESTART_REASONS",
     "WORKERS_ALIVE",
     "WORKER_EXITS",
+    "WORKER_RESTARTS",
+    "LiveNumbers",
     "fleet_registry",
     "mark_process_dead",
+    "read_live",
     "render",
 ]
 
@@ -37,6 +54,13 @@ JOB_DURATION = Histogram(
 JOBS_IN_FLIGHT = Gauge("runner_jobs_in_flight", "Jobs running now", multiprocess_mode="livesum")
 WORKERS_ALIVE = Gauge("runner_workers_alive", "Worker processes running now", multiprocess_mode="livesum")
 WORKER_EXITS = Counter("runner_worker_exits", "Worker processes that ended, by reason", ["reason"])
+RESTART_REASONS = ("crashed", "hung")
+WORKER_RESTARTS = Counter(
+    "runner_worker_restarts",
+    "Supervised processes (api, worker-N) that died unasked, each then restarted, by slot and reason: crashed "
+    "(exited or was killed, not by us), hung (killed by the supervisor: event loop blocked or silent)",
+    ["child", "reason"],
+)
 LOOP_LAG = Histogram(
     "runner_event_loop_lag_seconds",
     "How late each process's event loop runs a 250 ms timer (a blocked loop shows here), by process kind",
@@ -67,11 +91,85 @@ def fleet_registry() -> CollectorRegistry:
     return registry
 
 
-def render(queue: str, total: int, due: int) -> bytes:
-    """The text exposition for one scrape: the fleet's metrics, then the queue depth just read from Redis."""
-    fleet = fleet_registry()
+@dataclass(frozen=True, slots=True)
+class LiveNumbers:
+    """What one scrape read from the servers. The queue's numbers are None when Redis did not answer."""
+
+    queue: str
+    servers_up: Mapping[Server, bool]
+    depth: QueueDepth | None = None
+    oldest_due_age_s: float | None = None  # the oldest due job that no worker holds; 0 when none waits
+    live_workers: int | None = None  # workers whose presence report has not lapsed
+
+
+_READ_TIMEOUT_S = 2.0  # each server's check, then the queue's reads
+
+
+async def read_live(redis: Redis, db: asyncpg.Pool, queue: str) -> LiveNumbers:
+    """This scrape's live numbers: a round trip to each server, then the queue's numbers if Redis answered.
+    Never raises for a server that is down: its `runner_server_up` is 0 and the queue's numbers are left out."""
+    checks = await check_servers(redis, db, timeout_s=_READ_TIMEOUT_S)
+    up = {server: state == "ok" for server, state in checks.items()}
+    if not up["redis"]:
+        return LiveNumbers(queue, up)
+    try:
+        async with asyncio.timeout(_READ_TIMEOUT_S):
+            depth = await queue_depth(redis, queue)
+            oldest = await oldest_waiting_age_s(redis, queue)
+            workers = await list_workers(redis, queue)
+    except (RedisError, OSError, TimeoutError):  # went down since the check: no queue numbers this time
+        up["redis"] = False
+        return LiveNumbers(queue, up)
+    return LiveNumbers(queue, up, depth, oldest, len(workers))
+
+
+class _Live(Collector):
+    """The live numbers as gauges of this scrape only: unlike a Gauge, nothing is written to the multiprocess
+    folder, so the fleet's part of the scrape never repeats them (with a pid label, and stale once it exits)."""
+
+    def __init__(self, live: LiveNumbers) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[Metric]:
+        live, queue = self._live, self._live.queue
+        yield _gauge(
+            "runner_server_up",
+            "1 if the server answered this scrape's round trip, else 0",
+            ["server"],
+            [([server], float(answered)) for server, answered in live.servers_up.items()],
+        )
+        if live.depth is not None:
+            yield _gauge(
+                "runner_queue_depth",
+                "Jobs in the queue: all, and due now (running ones included)",
+                ["queue", "kind"],
+                [([queue, "all"], live.depth.total), ([queue, "due"], live.depth.due)],
+            )
+        if live.oldest_due_age_s is not None:
+            yield _gauge(
+                "runner_queue_oldest_due_age_seconds",
+                "How long the oldest due job that no worker holds has waited; 0 when none waits",
+                ["queue"],
+                [([queue], live.oldest_due_age_s)],
+            )
+        if live.live_workers is not None:
+            yield _gauge(
+                "runner_queue_live_workers",
+                "Workers of the queue whose presence report has not lapsed",
+                ["queue"],
+                [([queue], live.live_workers)],
+            )
+
+
+def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for values, value in samples:
+        family.add_metric(values, value)
+    return family
+
+
+def render(live: LiveNumbers) -> bytes:
+    """The text exposition for one scrape: the fleet's metrics, then the live numbers just read."""
     scrape = CollectorRegistry()
-    depth = Gauge("runner_queue_depth", "Jobs in the queue: all, and due now", ["queue", "kind"], registry=scrape)
-    depth.labels(queue, "all").set(total)
-    depth.labels(queue, "due").set(due)
-    return generate_latest(fleet) + generate_latest(scrape)
+    scrape.register(_Live(live))
+    return generate_latest(fleet_registry()) + generate_latest(scrape)

@@ -26,6 +26,7 @@ import structlog
 
 from runner.backoff import Backoff
 from runner.fleet.control import BEAT_S, CONTROL_FD_ENV, parse_line
+from runner.fleet.metrics import RESTART_REASONS, WORKER_RESTARTS
 
 __all__ = ["CONTROL_FD_ENV", "RECYCLE_EXIT_CODE", "ChildExit", "ChildSpec", "Supervisor", "python_argv"]
 
@@ -76,6 +77,10 @@ class Supervisor:
         self.restarted = 0
         self.hung = 0
         self._heard: dict[int, float] = {}  # pid -> when its control pipe last spoke
+        self._killed_hung: set[int] = set()  # pids killed as hung: their death counts as hung, not crashed
+        for slot in self._slots:  # every series starts at 0, so Prometheus's increase() sees the first death
+            for reason in RESTART_REASONS:
+                WORKER_RESTARTS.labels(slot.spec.name, reason)
 
     def handle_signal(self, signum: int) -> None:
         """Record the signal; the loop acts. First: graceful stop. Second SIGINT: kill now."""
@@ -155,6 +160,7 @@ class Supervisor:
         if process.returncode is not None or self._stopping.is_set():
             return
         self.hung += 1
+        self._killed_hung.add(process.pid)
         self._heard.pop(process.pid, None)
         job_id = task.removeprefix("job:") if task.startswith("job:") else None
         log.error("child_hung", child=slot.spec.name, pid=process.pid, reason=why, task=task, job_id=job_id,
@@ -165,18 +171,21 @@ class Supervisor:
         code = await process.wait()
         self._processes.discard(process)
         self._heard.pop(process.pid, None)
+        hung = process.pid in self._killed_hung
+        self._killed_hung.discard(process.pid)
         if self._on_exit is not None:
             await self._report_exit(instance, process.pid, code)
         if self._stopping.is_set() or slot.current is not process:
             log.info("child_exited", child=slot.spec.name, pid=process.pid, exit_code=code)
             return
-        await self._replace(slot, process, code)
+        await self._replace(slot, process, code, hung)
 
-    async def _replace(self, slot: _Slot, process: asyncio.subprocess.Process, code: int) -> None:
+    async def _replace(self, slot: _Slot, process: asyncio.subprocess.Process, code: int, hung: bool) -> None:
         lived = time.monotonic() - slot.started_at
         if code == RECYCLE_EXIT_CODE:  # retired without warning us first: replace at once
             delay = 0.0
         else:
+            WORKER_RESTARTS.labels(slot.spec.name, "hung" if hung else "crashed").inc()  # at death, not after backoff
             slot.crashes = 0 if lived > _STABLE_AFTER_S else slot.crashes + 1
             delay = RESTART_BACKOFF.delay(slot.crashes - 1) if slot.crashes > 1 else 0.0  # the first: at once
             log.error("child_died", child=slot.spec.name, pid=process.pid, exit_code=code,

@@ -9,5 +9,6 @@ page as fast as ten); Redis supplies only live numbers (queue depth, the workers
     jobs.py      jobs by status, name, a field of their arguments, time and error text; one job; cancel one
     history.py   one job in full: every attempt (worker, times, outcome, error, traceback) and its children
     actions.py   retry one or all matching, purge a queue (each after seeing the count), drain a worker
+    alerts.yml   Prometheus alerting rules for the on-call (tested with promtool in tests/unit/test_alerts.py)
     doctor.py    is everything healthy: servers, schema, stuck rows, clock skew, embedded servers
 """

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import asyncpg
 from redis.asyncio import Redis
 
-from runner.broker.keys import QueueKeys
-from runner.broker.queue import queue_depth
+from runner.broker.queue import oldest_waiting_age_s, queue_depth
 from runner.ops.workers import list_workers
 
 __all__ = ["QueueOverview", "queue_overview"]
@@ -20,7 +18,7 @@ class QueueOverview:
     queue: str
     depth: int  # jobs in the queue, running and deferred included
     due: int  # of them, due now
-    oldest_due_age_s: float | None  # how long the oldest due job has waited
+    oldest_due_age_s: float  # how long the oldest due job that nobody runs has waited (0: none waits)
     pending: int
     running: int
     retrying: int
@@ -49,14 +47,13 @@ FROM (
 
 async def queue_overview(redis: Redis, db: asyncpg.Pool, queue: str) -> QueueOverview:
     depth = await queue_depth(redis, queue)
-    now_ms = int(time.time() * 1000)
-    oldest = await redis.zrangebyscore(QueueKeys.of(queue).jobs, "-inf", now_ms, start=0, num=1, withscores=True)
+    oldest = await oldest_waiting_age_s(redis, queue)
     row = await db.fetchrow(_COUNTS, queue)
     assert row is not None
     workers = await list_workers(redis, queue)
     return QueueOverview(
         queue=queue, depth=depth.total, due=depth.due,
-        oldest_due_age_s=round((now_ms - oldest[0][1]) / 1000, 3) if oldest else None,
+        oldest_due_age_s=round(oldest, 3),
         pending=row["pending"], running=row["running"], retrying=row["retrying"],
         completed_last_minute=row["completed_minute"], failed_last_hour=row["failed_hour"],
         failed_last_day=row["failed_day"], workers=len(workers),
