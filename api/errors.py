@@ -1,7 +1,9 @@
 """Errors as HTTP answers, and the statuses each route documents in the OpenAPI schema.
 
 A server that is down is a JSON 503 naming it, never a 500: Redis errors (redis-py wraps all of them)
-and Postgres's connection errors are answered here, once, for every route.
+and Postgres's connection errors are answered here, once, for every route. A Redis that is up but refuses
+(WRONGTYPE, OOM, READONLY, ...; runner.broker.server_errors) is a 503 that says so: `error` is the kind,
+`keys` the keys of a wrong type, `advice` what to do; never "unavailable".
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from runner.broker.keys import QueueKeys
+from runner.broker.server_errors import Refusal, RefusalKind, RefusalLog, classify, explain
+from runner.fleet.metrics import REDIS_REFUSALS
 from runner.servers import POSTGRES_DOWN, unavailable_server
 
 __all__ = ["BAD_BODY", "CONFLICT", "NOT_FOUND", "SERVER_DOWN", "ErrorOut", "ServerDownOut", "install_error_handlers"]
@@ -31,6 +36,9 @@ class ErrorOut(BaseModel):
 class ServerDownOut(BaseModel):
     detail: str
     server: str
+    error: str | None = None  # Redis is up but refused: WRONGTYPE, OOM, READONLY, NOSCRIPT, MISCONF, BUSY, ...
+    keys: list[str] | None = None  # a WRONGTYPE's keys that hold another type than the runner keeps there
+    advice: str | None = None  # what an operator does about the refusal
 
 
 _NAMES = {"redis": "Redis (the job queue)", "postgres": "Postgres (the database)"}
@@ -39,15 +47,41 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "descript
 CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description": "The job already ended"}}
 BAD_BODY: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut, "description": "The body could not be read"}}
 SERVER_DOWN: dict[int | str, dict[str, Any]] = {
-    503: {"model": ServerDownOut, "description": "Redis or Postgres is unavailable; `server` names which"}
+    503: {
+        "model": ServerDownOut,
+        "description": "Redis or Postgres is unavailable, or Redis refused (`error` says how); `server` names which",
+    }
 }
 
 
 async def _server_down(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, RedisError) and (refusal := await _refusal(request, exc)) is not None:
+        return _refused(request, refusal)
     server = unavailable_server(exc) or "postgres"
     log.error("server_unavailable", server=server, path=request.url.path, error=repr(exc))
     detail = f"{_NAMES[server]} is unavailable ({type(exc).__name__}: {exc}); nothing was saved, please retry"
     return JSONResponse({"detail": detail, "server": server}, status_code=503, headers={"Retry-After": "5"})
+
+
+async def _refusal(request: Request, exc: RedisError) -> Refusal | None:
+    """What Redis refused; a WRONGTYPE that does not name its key yet is looked up in the queue's shared keys."""
+    refusal = classify(exc)
+    state = getattr(request.app.state, "storymimi", None)
+    if refusal is None or refusal.kind is not RefusalKind.WRONGTYPE or refusal.wrong_keys or state is None:
+        return refusal
+    return await explain(exc, state.resources.redis, QueueKeys.of(state.settings.queue_name).shared)
+
+
+def _refused(request: Request, refusal: Refusal) -> JSONResponse:
+    REDIS_REFUSALS.labels(refusal.kind).inc()
+    refusals: RefusalLog = request.app.state.redis_refusals
+    if refusals.due(refusal):  # once per distinct refusal (then each minute), not once per request
+        log.error("redis_refused", what="request", path=request.url.path, **refusal.log_fields())
+    then = "please retry" if refusal.transient else "retrying will not help until it is fixed"
+    detail = f"{_NAMES['redis']} refused the request: {refusal.describe()}; nothing was saved, {then}"
+    body = {"detail": detail, "server": "redis", "error": str(refusal.kind), "keys": refusal.keys,
+            "advice": refusal.advice}  # fmt: skip
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5" if refusal.transient else "30"})
 
 
 async def _invalid_request(request: Request, exc: Exception) -> Response:
@@ -59,6 +93,7 @@ async def _invalid_request(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.state.redis_refusals = RefusalLog()
     app.add_exception_handler(RequestValidationError, _invalid_request)
     down: tuple[type[Exception], ...] = (RedisError, *POSTGRES_DOWN)
     for exc_type in down:

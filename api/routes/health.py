@@ -21,10 +21,14 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "Redis or Postgres does not answer; `checks` says which"}})
+@router.get(
+    "/ready", responses={503: {"description": "Redis or Postgres does not answer or refuses; `checks` says which"}}
+)
 async def ready(state: State) -> JSONResponse:
-    """200 only when Redis and Postgres both answer; else 503 naming the one that is down."""
-    checks = await check_servers(state.resources.redis, state.resources.db)
+    """200 only when Redis and Postgres both answer and Redis takes the queue's writes; else 503 naming the one
+    that is down ("down: ...") or that refuses ("refused: WRONGTYPE key ... holds a list ...", OOM, READONLY, ...)."""
+    resources = state.resources
+    checks = await check_servers(resources.redis, resources.db, queue=resources.settings.queue_name)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
 

@@ -7,6 +7,8 @@ Running one script many times in one round trip: redis-py's pipelined `Script` s
 before every pipeline, a second round trip per batch. Here the batch goes out as plain EVALSHA calls,
 and only if Redis answers NOSCRIPT (it was restarted or its script cache flushed) is the script loaded
 and the calls that were refused sent again: a refused call did not run, so sending it again runs it once.
+Any other error reply comes back as a `server_errors.RedisRefusedError` saying what it is (and, for a
+WRONGTYPE, which of the call's keys holds another type).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
+
+from runner.broker import server_errors
 
 __all__ = ["Call", "register", "run_many", "source"]
 
@@ -47,14 +51,17 @@ async def run_many(redis: Redis, script: AsyncScript, calls: Sequence[Call]) -> 
         except Exception as exc:
             if _is_connection_error(exc):
                 raise
-            return [exc]
-    replies = await _evalsha_all(redis, script.sha, calls)
-    refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-    if refused:
-        script.sha = await redis.script_load(script.script)
-        again = await _evalsha_all(redis, script.sha, [calls[i] for i in refused])
-        for i, reply in zip(refused, again, strict=True):
-            replies[i] = reply
+            replies: list[Any] = [exc]
+    else:
+        replies = await _evalsha_all(redis, script.sha, calls)
+        refused = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if refused:
+            script.sha = await redis.script_load(script.script)
+            again = await _evalsha_all(redis, script.sha, [calls[i] for i in refused])
+            for i, reply in zip(refused, again, strict=True):
+                replies[i] = reply
+    if any(isinstance(reply, ResponseError) for reply in replies):  # refused: say what, and which key
+        replies = await server_errors.explain_replies(redis, [keys for keys, _ in calls], replies)
     return replies
 
 

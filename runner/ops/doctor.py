@@ -26,7 +26,7 @@ class Check:
 async def run_checks(
     redis: Redis, db: asyncpg.Pool, *, queue: str, migrations: list[str], stuck_after_s: float
 ) -> list[Check]:
-    servers = await check_servers(redis, db)
+    servers = await check_servers(redis, db, queue=queue)
     checks = [Check(name, state == "ok", state) for name, state in servers.items()]
     if servers["postgres"] == "ok":
         checks.append(await _schema(db, migrations))
