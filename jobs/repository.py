@@ -138,6 +138,19 @@ class StoryRepository:
         assert record is not None
         return StoryRecord.from_record(record)
 
+    async def adopt(self, story: NewStory, *, job_id: str) -> StoryRecord:
+        """The story a producer of the old backend sent with its job (a Celery `.delay(story_id, request_dict,
+        user_id)`): created `pending` under its own id with this job, unless it exists already."""
+        record = await self._pool.fetchrow(
+            "WITH new AS (INSERT INTO stories (story_id, user_id, title, prompt, style, num_scenes, source, job_id) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (story_id) DO NOTHING RETURNING *) "
+            "SELECT * FROM new UNION ALL SELECT * FROM stories WHERE story_id = $1 LIMIT 1",
+            story.story_id, story.user_id, story.title, story.prompt, story.style, story.num_scenes, story.source,
+            job_id,
+        )  # fmt: skip
+        assert record is not None
+        return StoryRecord.from_record(record)
+
     async def set_prompt(self, story_id: uuid.UUID, prompt: str) -> None:
         """The prompt a conversation's transcript made, once the story job fetched it."""
         await self._pool.execute(

@@ -5,6 +5,10 @@ and base style -> one `media_task.generate` job per scene (see jobs.media), whic
 the last of them completes the story. A re-run reuses the saved draft instead of asking the LLM again.
 Any error that survives the retry policy marks the story failed with the error text (`on_failure`,
 which also covers hard timeouts, cancellation and bad payloads).
+
+Producers of the old backend, unchanged (a Celery `generate_story_task.delay(story_id, request_dict,
+user_id)` taken in by the Celery intake), send the story's request with the job: a story that does not
+exist yet is then created from it, under the id they chose.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from typing import Any
 
 from jobs.ids import MEDIA_JOB, STORY_JOB, media_job_id
 from jobs.providers.conversations import transcript_prompt
-from jobs.repository import StoryRecord, StoryStatus
+from jobs.repository import NewStory, StoryRecord, StoryStatus
 from jobs.services import StoryServices
 from runner.context import JobContext
 from runner.errors import PermanentError
 from runner.registry import job
 
-__all__ = ["StoryNotFoundError", "generate_story", "mark_story_failed"]
+__all__ = ["OLD_TASK_ARGS", "StoryNotFoundError", "generate_story", "mark_story_failed"]
+
+# The old Celery task's positional parameters: `generate_story_task(self, story_id, request_dict, user_id)`.
+OLD_TASK_ARGS = ("story_id", "request_dict", "user_id")
 
 
 class StoryNotFoundError(PermanentError):
@@ -39,11 +46,15 @@ async def mark_story_failed(ctx: JobContext, error: str) -> None:
         ctx.log.info("story_failed", story_id=str(story_id), error=error)
 
 
-@job(STORY_JOB, log_fields=("story_id",), on_failure=mark_story_failed)
-async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, Any]:
+@job(STORY_JOB, log_fields=("story_id",), on_failure=mark_story_failed, positional=OLD_TASK_ARGS)
+async def generate_story(
+    ctx: JobContext, *, story_id: uuid.UUID, request_dict: dict[str, Any] | None = None, user_id: str | None = None
+) -> dict[str, Any]:
     services: StoryServices = ctx.services
     stories, text = services.stories, services.providers.text
     story = await stories.get(story_id)
+    if story is None and request_dict is not None:
+        story = await stories.adopt(_old_request(story_id, request_dict, user_id), job_id=ctx.job_id)
     if story is None:
         raise StoryNotFoundError(f"story {story_id} does not exist (deleted before its job ran?)")
     if story.status in (StoryStatus.COMPLETED, StoryStatus.FAILED):
@@ -69,6 +80,21 @@ async def generate_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, A
     ))  # fmt: skip
     ctx.log.info("scene_media_enqueued", scenes=scene_count, reused_draft=saved is not None)
     return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}
+
+
+def _old_request(story_id: uuid.UUID, request: dict[str, Any], user_id: str | None) -> NewStory:
+    """The old backend's StoryRequest (`title`, `prompt`, `user_id`; this API's `style` and `num_scenes`
+    too) as a new story; a request without a title or prompt cannot make one."""
+    title, prompt = request.get("title"), request.get("prompt")
+    if not isinstance(title, str) or not title.strip() or not isinstance(prompt, str) or not prompt.strip():
+        raise PermanentError(f"story {story_id} does not exist and its request has no title and prompt: {request!r}")
+    owner = user_id or request.get("user_id")
+    num_scenes = request.get("num_scenes")
+    return NewStory(
+        story_id=story_id, user_id=str(owner or "unknown"), title=title.strip()[:200], prompt=prompt.strip(),
+        style=str(request["style"]) if request.get("style") else None,
+        num_scenes=num_scenes if isinstance(num_scenes, int) and 1 <= num_scenes <= 20 else None,
+    )  # fmt: skip
 
 
 async def _prompt(ctx: JobContext, services: StoryServices, story: StoryRecord) -> str:

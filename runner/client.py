@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runner import tracing
 from runner.broker.enqueue import Enqueuer
 from runner.broker.queue import request_abort
 from runner.context import CURRENT_JOB_ID
@@ -51,8 +52,9 @@ class JobClient:
         sending both at once measurably delays the job's start on a small machine (the database's
         wake-up competes with the worker's). A push that fails raises before any row is written."""
         job = self.pending(name, job_id=job_id, kwargs=kwargs)  # refuses bad arguments before any write
-        queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs, meta=_meta(job.parent_id))
-        recorded = await self.store.insert_pending(job)
+        with tracing.enqueue_span(name, job_id=job_id, queue=job.queue):
+            queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs, meta=_meta(job.parent_id))
+            recorded = await self.store.insert_pending(job)
         return EnqueueResult(job_id, recorded, queued)
 
     async def record(self, name: str, *, job_id: str, kwargs: dict[str, Any], conn: Connection | None = None) -> bool:
@@ -71,7 +73,8 @@ class JobClient:
         """Put the job in Redis; False if a job with this id is queued, running or recently finished."""
         queue = self.spec(name).queue
         assert queue is not None
-        return await self._enqueuer.enqueue(queue, job_id, name, kwargs, meta=_meta(CURRENT_JOB_ID.get()))
+        with tracing.enqueue_span(name, job_id=job_id, queue=queue):
+            return await self._enqueuer.enqueue(queue, job_id, name, kwargs, meta=_meta(CURRENT_JOB_ID.get()))
 
     async def request_cancel(self, job_id: str) -> JobRow | None:
         """Ask the workers to cancel `job_id`; the row says `cancelled` once one has.
@@ -87,4 +90,8 @@ class JobClient:
 
 
 def _meta(parent_id: str | None) -> dict[str, str] | None:
-    return {"parent": parent_id} if parent_id else None
+    """The envelope's metadata: the enqueuing job, and with tracing on the enqueue span's trace context."""
+    meta = {"parent": parent_id} if parent_id else None
+    if tracing.enabled():
+        meta = {**(meta or {}), **tracing.inject()} or None
+    return meta

@@ -50,6 +50,9 @@ class JobSpec:
     # Called when the job ends failed or cancelled for any reason, including ones its code never saw
     # (hard timeout, bad arguments, a worker that kept dying): how domain rows avoid staying stuck.
     on_failure: FailureHook | None = None
+    # The names positional arguments take, in order, for producers that send them (a Celery `.delay(a, b)`,
+    # an arq `enqueue_job(name, a, b)`); default: the keyword-only parameters in signature order.
+    positional: tuple[str, ...] | None = None
     _params: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict, compare=False, repr=False)
     _required: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -68,6 +71,7 @@ class JobSpec:
             retry=self.retry or RetryPolicy(max_tries=settings.job_max_tries),
             log_fields=self.log_fields,
             on_failure=self.on_failure,
+            positional=self.positional,
             _params=params,
             _required=required,
         )
@@ -76,10 +80,26 @@ class JobSpec:
     def max_tries(self) -> int:
         return self.retry.max_tries if self.retry else 1
 
+    def keywords(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Positional arguments given their names (`positional`, else the signature's order), merged with
+        the keyword ones; raise JobArgumentsError for too many, or a value given both ways."""
+        if not args:
+            return kwargs
+        names = self.positional if self.positional is not None else tuple(self._params)
+        if len(args) > len(names):
+            raise JobArgumentsError(
+                f"job {self.name!r} takes at most {len(names)} positional arguments {list(names)}, got {len(args)}"
+            )
+        named = dict(zip(names, args, strict=False))
+        both = sorted(set(named) & set(kwargs))
+        if both:
+            raise JobArgumentsError(f"job {self.name!r} got {both} both as positional and keyword arguments")
+        return {**named, **kwargs}
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Validate JSON arguments against the signature; raise JobArgumentsError saying what is wrong."""
-        if args:
-            raise JobArgumentsError(f"job {self.name!r} takes keyword arguments only, got positional {args!r}")
+        """Validate JSON arguments against the signature; raise JobArgumentsError saying what is wrong.
+        Positional ones (from producers that send them) take their names first (see `keywords`)."""
+        kwargs = self.keywords(args, kwargs)
         unknown = sorted(set(kwargs) - set(self._params))
         missing = sorted(self._required - set(kwargs))
         if unknown or missing:
@@ -108,6 +128,7 @@ def job(
     retry: RetryPolicy | None = None,
     log_fields: Iterable[str] = (),
     on_failure: FailureHook | None = None,
+    positional: Iterable[str] | None = None,
 ) -> Callable[[JobCoroutine], JobSpec]:
     """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome).
     A plain `def` becomes a job run in one of the worker's threads, under the same limits and retries."""
@@ -116,7 +137,8 @@ def job(
         if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn) or not callable(fn):
             raise ConfigError(f"job {name!r} must be an `async def` coroutine function or a plain `def`, got {fn!r}")
         coroutine = fn if inspect.iscoroutinefunction(fn) else _in_thread(fn)
-        return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure)
+        return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure,
+                       tuple(positional) if positional is not None else None)  # fmt: skip
 
     return register
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -62,14 +62,31 @@ class Settings(BaseSettings):
 
     metrics_port: int | None = Field(None, ge=1, le=65535, description="supervisor's own /metrics, for `make worker`")
 
+    # The operators' dashboard (runner.dashboard): HTTP Basic, refused (401) until a password is set.
+    ops_username: str = Field("admin", min_length=1)
+    ops_password: SecretStr | None = Field(None, description="the dashboard's Basic password; unset: no access")
+    ops_allow_no_auth: bool = Field(False, description="no password needed: for local use only")
+    ops_read_only: bool = Field(False, description="hide the dashboard's actions and refuse its POSTs")
+
     # Logging.
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+    otlp_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="OTLP/HTTP base URL: traces on (runner.tracing); default: "
+        "OTEL_EXPORTER_OTLP_ENDPOINT; unset: tracing off",
+    )  # fmt: skip
 
     # The process's one httpx client (borrowed by jobs for their HTTP calls).
     http_connect_timeout_s: float = Field(5, gt=0)
     http_read_timeout_s: float = Field(120, gt=0)
     slot_prefix: str = Field("runner:slots", min_length=1, description="Redis key prefix of the shared slot pools")
+
+    # Producers of other systems, unchanged (runner.intake): each intake on is one more supervised process.
+    celery_intake: bool = Field(False, description="run Celery tasks sent to QUEUE_NAME (its list and priority lists)")
+    celery_result_expires_s: int = Field(86_400, ge=1, description="Celery's result_expires: how long .get() can read")
+    arq_intake: bool = Field(False, description="run arq jobs enqueued on ARQ_QUEUE_NAME")
+    arq_queue_name: str | None = Field(None, min_length=1, description="the arq producers' queue; default QUEUE_NAME")
+    intake_poll_s: float = Field(0.02, gt=0, description="an intake's poll when Redis cannot notify it")
 
     @model_validator(mode="after")
     def _limits_agree(self) -> Settings:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from jobs.settings import StorySettings
@@ -129,3 +130,37 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 15, ev
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(every)
+
+
+# --- other systems' real clients (tests/foreign) ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CELERY_CLIENT = ROOT / "tests" / "foreign" / "celery_client.py"
+Celery = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture(scope="session")
+def celery_python() -> Path:
+    """bench/.venv-celery's python, with Celery 5.7 (made once, as `make bench` does)."""
+    from bench.run import ensure_celery_venv
+
+    try:
+        return ensure_celery_venv()
+    except Exception as exc:  # no package index reachable: the real client cannot be had
+        pytest.skip(f"the Celery client's venv (bench/requirements-celery.txt) could not be made: {exc}")
+
+
+@pytest.fixture
+def celery(celery_python: Path, settings: Settings) -> Celery:
+    """Run a command of tests/foreign/celery_client.py against this test's Redis and queue; its JSON."""
+
+    async def run(*args: str) -> Any:
+        process = await asyncio.create_subprocess_exec(
+            str(celery_python), str(CELERY_CLIENT), str(settings.redis_url), settings.queue_name, *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode(errors="replace")[-3000:]
+        return orjson.loads(out)
+
+    return run

@@ -45,15 +45,17 @@ class Enqueuer:
         defer_s: float = 0,
         first_try: int | None = None,
         meta: dict[str, str] | None = None,
+        enqueued_ms: int | None = None,
     ) -> bool:
         """True if the job was queued; False if a job with this id exists (it is left as it is).
 
         `first_try`: the attempt number this run starts at (an operator's retry of a job that used its
-        tries); `meta`: string metadata carried in the envelope (see runner.envelope)."""
+        tries); `meta`: string metadata carried in the envelope (see runner.envelope); `enqueued_ms`: when
+        the job was first enqueued, if elsewhere (a foreign producer's job taken in by an intake)."""
         keys = QueueKeys.of(queue)
         now = int(time.time() * 1000)
         due = now + int(defer_s * 1000)
-        payload = envelope.encode_job(name, kwargs, enqueue_ms=now, first_try=first_try, meta=meta)
+        payload = envelope.encode_job(name, kwargs, enqueue_ms=enqueued_ms or now, first_try=first_try, meta=meta)
         call = (
             [keys.jobs, keys.job(job_id), keys.result(job_id), keys.wake, keys.idle, keys.abort],
             [job_id, payload, due, due - now + expires_extra_ms, now, keys.lease_prefix, keys.try_prefix,

@@ -19,19 +19,41 @@ stays in one Redis Cluster slot, and different queues spread over the slots. Eve
     runner:{q}:sweeper            the sweeper's lock: one worker sweeps each period
     runner:{q}:workers            sorted set of the queue's live workers, scored by their last heartbeat (ms)
     runner:{q}:worker:<worker>    a worker's JSON self-report (host, pid, jobs, memory, loop lag), short TTL
+    runner:{q}:probe              a readiness check's harmless write (finds OOM, READONLY, MISCONF), expires at once
+    runner:{q}:intake:celery      Celery messages the intake has taken and not yet handed to the runner
     <slot prefix>:{<name>}        slots of a shared limit held now, scored by expiry (see slots.py)
     <slot prefix>:{<name>}:minute the calls of the last minute
+
+Keys other systems define, which the intakes read and the result reporters write (`CeleryKeys`, `ArqKeys`):
+    <q>, <q>\x06\x163, ...6, ...9  Celery's queue list and its priority lists (kombu's Redis transport)
+    celery-task-meta-<id>         Celery's result (and its pub/sub channel, which `.get()` waits on)
+    <arq queue>                   arq's sorted set of job ids; arq:job:<id>, arq:in-progress:<id>, arq:result:<id>
+They are not under one hash tag: the intakes are for a single Redis or Sentinel, not Cluster.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
-__all__ = ["NAMESPACE", "TRY_COUNTER_TTL_MS", "QueueKeys", "SlotKeys"]
+__all__ = ["NAMESPACE", "TRY_COUNTER_TTL_MS", "ArqKeys", "CeleryKeys", "QueueKeys", "SlotKeys", "expected_type"]
 
 NAMESPACE = "runner"
 TRY_COUNTER_TTL_MS = 88_400_000  # a try counter outlives any job's retries (arq's value)
+
+
+# The type (as TYPE names it) the runner keeps in each queue key, by the name after the hash tag.
+_TYPES = {"queue": "zset", "job": "string", "lease": "string", "try": "string", "result": "string",
+          "abort": "zset", "drain": "zset", "wake": "list", "idle": "zset", "leases": "set", "inbox": "list",
+          "sweeper": "string", "workers": "zset", "worker": "string", "probe": "string", "intake": "list"}  # fmt: skip
+_QUEUE_KEY = re.compile(rf"^{NAMESPACE}:\{{[^}}]*\}}:([a-z]+)(?::|$)")
+
+
+def expected_type(key: str) -> str | None:
+    """The type the runner keeps at one of its queue keys ("zset", "list", ...); None for any other key."""
+    match = _QUEUE_KEY.match(key)
+    return _TYPES.get(match.group(1)) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +104,10 @@ class QueueKeys:
         return f"{self.base}:abort"
 
     @property
+    def celery_intake(self) -> str:
+        return f"{self.base}:intake:celery"
+
+    @property
     def drain(self) -> str:
         return f"{self.base}:drain"
 
@@ -100,6 +126,15 @@ class QueueKeys:
     @property
     def workers(self) -> str:
         return f"{self.base}:workers"
+
+    @property
+    def probe(self) -> str:
+        return f"{self.base}:probe"
+
+    @property
+    def shared(self) -> tuple[str, ...]:
+        """The keys every worker of the queue shares (not one job's or one worker's): what /ready checks."""
+        return (self.jobs, self.wake, self.idle, self.abort, self.drain, self.workers)
 
     @property
     def worker_prefix(self) -> str:
@@ -138,3 +173,42 @@ class SlotKeys:
     def of(prefix: str, name: str) -> SlotKeys:
         base = f"{prefix}:{{{name}}}"
         return SlotKeys(base, f"{base}:minute")
+
+
+@dataclass(frozen=True, slots=True)
+class CeleryKeys:
+    """What a Celery producer writes for a queue (kombu's Redis transport) and reads back (Celery's Redis
+    result backend). Fixed by Celery: not ours to rename."""
+
+    queue: str
+
+    PRIORITY_SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority
+    PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default; priority 0 is the plain list and is served first
+
+    @property
+    def lists(self) -> list[str]:
+        """The queue's lists, highest priority first."""
+        return [self.queue if p == 0 else f"{self.queue}{self.PRIORITY_SEP}{p}" for p in self.PRIORITY_STEPS]
+
+    @staticmethod
+    def meta(task_id: str) -> str:
+        return f"celery-task-meta-{task_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArqKeys:
+    """What an arq producer writes (`ArqRedis.enqueue_job`) and reads (`Job.status()`, `Job.result()`)."""
+
+    queue: str  # arq's queue: a sorted set of job ids, scored by due ms
+
+    @staticmethod
+    def job(job_id: str) -> str:
+        return f"arq:job:{job_id}"
+
+    @staticmethod
+    def in_progress(job_id: str) -> str:
+        return f"arq:in-progress:{job_id}"
+
+    @staticmethod
+    def result(job_id: str) -> str:
+        return f"arq:result:{job_id}"

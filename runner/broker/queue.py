@@ -189,6 +189,8 @@ class RedisQueue:
         self._leases = keys.leases(worker_id)
         self._inbox = keys.inbox(worker_id)
         self._idle_member = _idle_member(worker_id, self.lease_ms)
+        # What claiming (and waiting for work, and withdrawing) touches: for naming a key of the wrong type.
+        self.claim_keys = (keys.jobs, self._leases, keys.wake, keys.idle, self._inbox, keys.abort)
         self.idle = False  # registered as idle by the last claim: enqueues may hand us jobs
         self._claim = lua.register(redis, "claim")
         self._renew = lua.register(redis, "renew")
@@ -204,7 +206,7 @@ class RedisQueue:
         `wait_for_work`, and must claim again or `withdraw()` before that time is up)."""
         k = self.keys
         next_due, rows = await self._claim(
-            keys=[k.jobs, self._leases, k.wake, k.idle, self._inbox, k.abort],
+            keys=self.claim_keys,
             args=[now_ms, max_jobs, self.lease_ms, self.worker_id, scan_max, k.lease_prefix, k.job_prefix,
                   k.try_prefix, TRY_COUNTER_TTL_MS, self._idle_member, now_ms + int(idle_for_s * 1000)],
         )  # fmt: skip

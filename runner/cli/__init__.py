@@ -1,6 +1,7 @@
 """The command line, `python -m runner` (also the `storymimi-runner` script).
 
-Processes: `run` (embedded servers if needed, the API and the workers, supervised), `worker`, `api`.
+Processes: `run` (embedded servers if needed, the API and the workers, supervised), `worker`, `api`,
+`intake` (with CELERY_INTAKE / ARQ_INTAKE: unchanged Celery and arq producers' jobs run here too).
 Operations, over runner.ops: `status`, `jobs ls|show|retry|cancel`, `queue purge`, `workers ls|drain`, `watch`,
 `doctor`. Every operations command takes `--json`; `status` and `doctor` exit 1 when something is unhealthy,
 for cron jobs and probes. Modules: processes.py, common.py (servers, one loop, output), ops.py, jobs.py.
@@ -48,6 +49,15 @@ def worker(registry: str, worker_id: str | None) -> None:
     from runner.cli.processes import run_worker
 
     raise SystemExit(run_worker(registry, worker_id))
+
+
+@cli.command()
+@click.option("--registry", default="jobs:registry", show_default=True, help="the job registry, module:attribute")
+def intake(registry: str) -> None:
+    """The intake process: jobs from unchanged Celery / arq producers (normally started by `run`)."""
+    from runner.cli.processes import run_intake
+
+    raise SystemExit(run_intake(registry))
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import structlog
 
 from runner.settings import Settings
 
-__all__ = ["run_api", "run_fleet", "run_worker"]
+__all__ = ["run_api", "run_fleet", "run_intake", "run_worker"]
 
 log = structlog.get_logger("runner")
 
@@ -34,6 +34,9 @@ def run_worker(registry_path: str, worker_id: str | None) -> int:
     registry = load_registry(registry_path)
     settings = registry.settings()  # the runner's settings and the jobs' own, read once
     import runner.worker.worker  # noqa: F401 - imported now so the frozen start-up heap includes it
+    from runner.tracing import setup_tracing
+
+    setup_tracing(settings, f"{settings.queue_name}-worker")  # off unless an OTLP endpoint is set
     from runner.fleet.heap import freeze_startup_heap
 
     freeze_startup_heap()
@@ -78,6 +81,41 @@ async def _worker_main(settings: Settings, registry: Any, worker_id: str | None)
     return {ExitReason.STOPPED: 0, ExitReason.SIDE_TASK_FAILED: 1}.get(reason, RECYCLE_EXIT_CODE)
 
 
+def run_intake(registry_path: str) -> int:
+    """The intake process (CELERY_INTAKE, ARQ_INTAKE): other systems' producers' messages become jobs."""
+    import uvloop
+
+    registry = load_registry(registry_path)
+    settings = registry.settings()
+    if not (settings.celery_intake or settings.arq_intake):
+        raise SystemExit("no intake is on: set CELERY_INTAKE=true and/or ARQ_INTAKE=true")
+    code: int = uvloop.run(_intake_main(settings, registry))
+    return code
+
+
+async def _intake_main(settings: Settings, registry: Any) -> int:
+    from runner.fleet.control import ControlPipe
+    from runner.intake.process import Intakes
+
+    intakes = Intakes(settings, registry)
+    loop = asyncio.get_running_loop()
+    running = asyncio.current_task()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, intakes.stop)
+
+    def on_orphaned() -> None:
+        log.warning("supervisor_gone", process="intake")
+        if running is not None:  # a message cut short is handled again by the next intake's re-drive
+            running.cancel()
+
+    async with _heartbeat(settings, ControlPipe.from_env(), "intake", on_orphaned):
+        try:
+            await intakes.run()
+        except asyncio.CancelledError:
+            return 1
+    return 0
+
+
 def _heartbeat(settings: Settings, pipe: Any, process: str, on_orphaned: Any) -> Any:
     from runner.fleet.control import Heartbeat
     from runner.fleet.metrics import LOOP_LAG
@@ -91,7 +129,9 @@ def run_api(settings: Settings, app: str) -> int:
     import uvloop
 
     from runner.fleet.heap import freeze_startup_heap
+    from runner.tracing import setup_tracing
 
+    setup_tracing(settings, f"{settings.queue_name}-api")  # before the app is made: it asks whether tracing is on
     config = uvicorn.Config(app, factory=True, host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on")  # fmt: skip
     config.load()  # import and build the app now, so the frozen start-up heap includes it

@@ -92,6 +92,9 @@ def _children(settings: Settings, plan: LaunchPlan) -> list[ChildSpec]:
                     hang_after_s=settings.hang_after_s,
                 )
             )
+        if settings.celery_intake or settings.arq_intake:
+            intake_argv = python_argv("intake", "--registry", registry)
+            children.append(ChildSpec("intake", lambda _: intake_argv, hang_after_s=settings.hang_after_s))
     return children
 
 

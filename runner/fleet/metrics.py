@@ -26,12 +26,14 @@ from runner.ops.workers import list_workers
 from runner.servers import Server, check_servers
 
 __all__ = [
+    "INTAKE_MESSAGES",
     "JOBS",
     "JOBS_IN_FLIGHT",
     "JOB_DURATION",
     "LOOP_LAG",
     "MULTIPROC_ENV",
     "PROVIDER_RETRIES",
+    "REDIS_REFUSALS",
     "RESTART_REASONS",
     "WORKERS_ALIVE",
     "WORKER_EXITS",
@@ -45,6 +47,12 @@ __all__ = [
 
 
 JOBS = Counter("runner_jobs", "Jobs that ended an attempt, by job name and outcome", ["job_name", "outcome"])
+INTAKE_MESSAGES = Counter(
+    "runner_intake_messages",
+    "Messages of other systems' producers taken in (runner.intake), by origin (celery, arq) and outcome: taken, "
+    "duplicate (handled before), refused (reason logged and reported to the sender), expired",
+    ["origin", "outcome"],
+)
 JOB_DURATION = Histogram(
     "runner_job_duration_seconds",
     "Time a job attempt ran, by job name and outcome",
@@ -71,6 +79,12 @@ PROVIDER_RETRIES = Counter(
     "runner_provider_retries",
     "Provider calls tried again inside a job, by provider, kind (text, image, speech) and reason",
     ["provider", "kind", "reason"],
+)
+REDIS_REFUSALS = Counter(
+    "runner_redis_refusals",
+    "Runner operations Redis refused while up (runner.broker.server_errors), by kind: WRONGTYPE, OOM, READONLY, "
+    "NOSCRIPT, MISCONF, BUSY, LOADING, NOPERM, ERR; the `redis_refused` log line says which key and what to do",
+    ["kind"],
 )
 
 

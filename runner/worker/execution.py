@@ -19,12 +19,13 @@ import structlog
 from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime
 
-from runner import envelope
+from runner import envelope, tracing
 from runner.broker.queue import ClaimedJob, Finished, RedisQueue
 from runner.client import JobClient
 from runner.context import CURRENT_JOB_ID, JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
 from runner.fleet.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
+from runner.intake.results import ForeignResults, ReportedRun
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import JobStatus
@@ -59,6 +60,7 @@ class _Prepared:
     first_try: int = 1
     run_started: float = 0.0  # epoch s: this attempt's record
     parent_id: str | None = None  # the job that enqueued this one
+    meta: dict[str, str] | None = None  # the payload's metadata: the enqueuer's trace context (runner.tracing)
 
     @property
     def tries_used(self) -> int:
@@ -95,6 +97,7 @@ class JobExecutor:
         self._wake_tasks: set[asyncio.Task[None]] = set()
         self._slot_free = on_slot_free or (lambda job_id: None)
         self._sync_pool = sync_pool
+        self._foreign = ForeignResults(resources.redis, celery_expires_s=resources.settings.celery_result_expires_s)
         self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
         self._finishes = Batcher[Finished]("finish", queue.finish_many, outage_s=outage_s)
@@ -165,7 +168,12 @@ class JobExecutor:
             return
         spec = prepared.spec
         fields = {k: _loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
-        with structlog.contextvars.bound_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields):
+        with (
+            structlog.contextvars.bound_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields),
+            tracing.run_span(
+                spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=self._queue.queue, meta=prepared.meta
+            ),
+        ):
             ctx = self._context(claimed, prepared)
             if claimed.aborted:
                 await self._cancelled(claimed, prepared, ctx, time.monotonic())
@@ -178,6 +186,8 @@ class JobExecutor:
             # Not awaited: the job starts at once; its later (awaited) transitions are written after this one.
             await self._move(self._transition(claimed, prepared, JobStatus.PROCESSING), wait=False)
             log.info("job_started", queued_ms=max(0, _now_ms() - prepared.enqueue_time_ms))
+            if (run := self._foreign_run(claimed, prepared)) is not None:  # a Celery or arq sender waits to hear
+                await self._foreign.started(run)
             await self._run(claimed, prepared, ctx)
 
     async def _run(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> None:
@@ -225,11 +235,18 @@ class JobExecutor:
         await self._run_failure_hook(prepared.spec, ctx, "cancelled")
         result = self._result_bytes(claimed, prepared, False, "cancelled")
         await self._finish(claimed.job_id, result, self._keep_result_ms)
+        if (run := self._foreign_run(claimed, prepared)) is not None:
+            await self._foreign.ended(run, JobStatus.CANCELLED, error="cancelled", envelope=result,
+                                      keep_result_ms=self._keep_result_ms)  # fmt: skip
         await ride_out(lambda: self._queue.forget_abort(claimed.job_id), what="abort", budget_s=self._outage_s)
 
     async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
         await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result, outcome="completed"))
-        await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, True, result), self._keep_result_ms)
+        envelope_ = self._result_bytes(claimed, prepared, True, result)
+        await self._finish(claimed.job_id, envelope_, self._keep_result_ms)
+        if (run := self._foreign_run(claimed, prepared)) is not None:
+            await self._foreign.ended(run, JobStatus.COMPLETED, result=result, envelope=envelope_,
+                                      keep_result_ms=self._keep_result_ms)  # fmt: skip
         log.info("job_completed", outcome="completed", duration_ms=_elapsed_ms(started))
         _count(prepared.spec.name, "completed", started)
 
@@ -245,6 +262,7 @@ class JobExecutor:
             await self._requeue(claimed.job_id, due_ms=due_ms, give_back_try=True)
             return
         assert prepared.spec.retry is not None
+        tracing.record_error(exc)
         delay = prepared.spec.retry.decide(exc, prepared.tries_used)
         trace = _traceback(exc)
         if delay is None:
@@ -256,6 +274,8 @@ class JobExecutor:
         _count(prepared.spec.name, "retrying", started)
         await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error, outcome="retrying",
                                           traceback=trace))  # fmt: skip
+        if (run := self._foreign_run(claimed, prepared)) is not None:
+            await self._foreign.retrying(run, error, trace)
         await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
 
     async def _fail(
@@ -264,7 +284,11 @@ class JobExecutor:
         await self._move(self._transition(claimed, prepared, JobStatus.FAILED, error=error, outcome="failed",
                                           traceback=trace))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, error)
-        await self._finish(claimed.job_id, self._result_bytes(claimed, prepared, False, error), self._keep_result_ms)
+        envelope_ = self._result_bytes(claimed, prepared, False, error)
+        await self._finish(claimed.job_id, envelope_, self._keep_result_ms)
+        if (run := self._foreign_run(claimed, prepared)) is not None:
+            await self._foreign.ended(run, JobStatus.FAILED, error=error, traceback=trace, envelope=envelope_,
+                                      keep_result_ms=self._keep_result_ms)  # fmt: skip
 
     async def _refuse(self, claimed: ClaimedJob, exc: PermanentError) -> None:
         """A payload we cannot run: record why, finish it, keep the worker going."""
@@ -301,6 +325,7 @@ class JobExecutor:
     async def _move(self, transition: Transition, *, wait: bool = True) -> None:
         """Record a transition, group-committed with other jobs' (see runner.worker.batching). Not waiting is
         only for `processing`: the job's later transitions are awaited and written after it."""
+        tracing.set_outcome(transition.outcome, transition.error)  # on the attempt's span, if tracing is on
         await self._status_writes.submit(transition, wait=wait)
 
     async def _finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
@@ -346,7 +371,14 @@ class JobExecutor:
         first_try = max(payload.enqueue_try or 1, 1)
         attempt = max(claimed.try_count, first_try)
         return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms, payload.kwargs, first_try, time.time(),
-                         payload.meta.get("parent"))  # fmt: skip
+                         payload.meta.get("parent"), payload.meta)  # fmt: skip
+
+    def _foreign_run(self, claimed: ClaimedJob, prepared: _Prepared) -> ReportedRun | None:
+        """The run to report to a foreign producer (a job an intake took in), else None."""
+        if not prepared.meta or not ForeignResults.wanted(prepared.meta):
+            return None
+        timeout_s = prepared.spec.timeout_s or 0.0
+        return ReportedRun(claimed.job_id, prepared.meta, self._queue.worker_id, timeout_s)
 
     def _context(self, claimed: ClaimedJob, prepared: _Prepared) -> JobContext:
         return JobContext(

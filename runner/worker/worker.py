@@ -26,7 +26,8 @@ from redis.exceptions import RedisError
 
 from runner.backoff import Backoff
 from runner.broker.queue import ClaimedJob, RedisQueue
-from runner.fleet.metrics import WORKER_EXITS, WORKERS_ALIVE
+from runner.broker.server_errors import RefusalLog, explain
+from runner.fleet.metrics import REDIS_REFUSALS, WORKER_EXITS, WORKERS_ALIVE
 from runner.registry import Registry
 from runner.resources import Resources, open_resources
 from runner.settings import Settings
@@ -42,6 +43,7 @@ __all__ = ["ExitReason", "Worker"]
 log = structlog.get_logger("runner.worker")
 
 CLAIM_BACKOFF = Backoff(first_s=0.1, max_s=1.0)  # after a failed claim round trip
+REFUSED_BACKOFF = Backoff(first_s=1.0, max_s=10.0)  # after Redis refused in a way waiting does not fix
 _ABORTS_PER_POLL = 200  # queued jobs cancelled per look at the abort requests
 
 
@@ -77,6 +79,7 @@ class Worker:
         self.ready = asyncio.Event()
         self._on_retire = on_retire
         self._blocked: asyncio.Task[None] | None = None  # the claim loop, while blocked waiting for work
+        self._refusals = RefusalLog()  # the claim loop's: logs a refusal once, not on every retry
 
     def stop(self) -> None:
         """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
@@ -162,14 +165,33 @@ class Worker:
                 if not claim.jobs and (handed := await self._wait_for_work(queue, claim.next_due_ms)):
                     self._start(parts.executor, handed)
                     await asyncio.sleep(0)  # let the job start before we go back to Redis for more
-                failures = 0
+                if failures:
+                    self._claims_back(failures)
+                    failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
-                log.warning("claim_failed", error=repr(exc), consecutive=failures)
-                await self._sleep(CLAIM_BACKOFF.delay(failures))
+                await self._sleep(await self._claim_failed(parts, exc, failures))
         with suppress(RedisError, OSError):
             if queue.idle:  # give back anything handed to us after our last claim
                 await queue.withdraw()
+
+    async def _claim_failed(self, parts: _Parts, exc: Exception, failures: int) -> float:
+        """Log and count a failed claim round trip; how long to wait before the next. Redis down is a
+        `claim_failed` each time; Redis up but refusing (a key of the wrong type, OOM, READONLY, ...) is one
+        `redis_refused` naming the key, the error and what to do (again when it changes, and each minute), and
+        one that waiting does not fix is retried less often."""
+        refusal = await explain(exc, parts.resources.redis, parts.queue.claim_keys)
+        if refusal is None:
+            log.warning("claim_failed", error=repr(exc), consecutive=failures)
+            return CLAIM_BACKOFF.delay(failures)
+        REDIS_REFUSALS.labels(refusal.kind).inc()
+        if self._refusals.due(refusal):
+            log.error("redis_refused", what="claim", consecutive=failures, **refusal.log_fields())
+        return (CLAIM_BACKOFF if refusal.transient else REFUSED_BACKOFF).delay(failures)
+
+    def _claims_back(self, failures: int) -> None:
+        if (lasted_s := self._refusals.clear()) is not None:
+            log.info("redis_refusal_over", what="claim", lasted_s=round(lasted_s, 1), failed_claims=failures)
 
     async def _wait_for_work(self, queue: RedisQueue, next_due_ms: int | None) -> ClaimedJob | None:
         """Block until an enqueue hands us a job (returned) or wakes us, the next deferred job's due time,

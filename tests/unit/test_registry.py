@@ -37,6 +37,20 @@ def test_soft_limit_at_or_above_hard_limit_means_none():
     assert Registry((same,)).resolved(settings())["demo.same"].soft_timeout_s is None
 
 
+def test_positional_arguments_take_names_in_signature_order_or_as_declared():
+    """What a Celery `.delay(a, b)` or an arq `enqueue_job(name, a, b)` sends maps onto keyword arguments."""
+    user = uuid.uuid4()
+    spec = Registry((greet,)).resolved(settings())["demo.greet"]
+    assert spec.bind((str(user), "3"), {}) == {"user_id": user, "times": 3}
+    assert spec.bind((str(user),), {"times": 2}) == {"user_id": user, "times": 2}
+
+    @job("demo.declared", positional=("times", "user_id"))
+    async def declared(ctx: JobContext, *, user_id: uuid.UUID, times: int = 1) -> None: ...
+
+    spec = Registry((declared,)).resolved(settings())["demo.declared"]
+    assert spec.bind((5, str(user)), {}) == {"user_id": user, "times": 5}
+
+
 def test_arguments_are_validated_and_coerced():
     """JSON strings become the annotated types; defaults may be left out."""
     spec = Registry((greet,)).resolved(settings())["demo.greet"]
@@ -47,7 +61,8 @@ def test_arguments_are_validated_and_coerced():
 @pytest.mark.parametrize(
     ("args", "kwargs", "says"),
     [
-        (("x",), {}, "keyword arguments only"),
+        ((str(uuid.UUID(int=1)), 2, 3), {}, "takes at most 2 positional arguments ['user_id', 'times'], got 3"),
+        ((str(uuid.UUID(int=1)),), {"user_id": str(uuid.UUID(int=2))}, "got ['user_id'] both as positional"),
         ((), {}, "missing: ['user_id']"),
         ((), {"user_id": str(uuid.UUID(int=1)), "extra": 1}, "unknown: ['extra']"),
         ((), {"user_id": "not-a-uuid"}, "argument 'user_id'='not-a-uuid' is invalid"),
@@ -55,7 +70,7 @@ def test_arguments_are_validated_and_coerced():
     ],
 )
 def test_bad_arguments_say_what_is_wrong(args: tuple[object, ...], kwargs: dict[str, object], says: str):
-    """Positional, missing, unknown and mistyped arguments are each named."""
+    """Too many or doubled positional, missing, unknown and mistyped arguments are each named."""
     spec = Registry((greet,)).resolved(settings())["demo.greet"]
     with pytest.raises(JobArgumentsError) as caught:
         spec.bind(args, kwargs)
