@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 
 from api.deps import AppState
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.media import MediaFiles
+from api.ops_story import story_pages
 from api.routes import health, jobs, public_stories, root, stories, users
 from jobs import registry
 from jobs.accounts import Accounts
@@ -25,7 +27,9 @@ from jobs.storage import LocalMediaStorage
 from jobs.stories import StoryWorkflow
 from jobs.story_lists import StoryLists
 from jobs.users import UserRepository
+from runner import tracing
 from runner.client import JobClient
+from runner.dashboard import ops_router
 from runner.resources import Resources, open_resources
 from runner.store.migrations import apply_migrations
 
@@ -46,6 +50,12 @@ def _state(settings: StorySettings, resources: Resources) -> AppState:
     )  # fmt: skip
 
 
+def _resources(request: Request) -> Resources:
+    """The open pools, for the operators' dashboard (which knows nothing of AppState)."""
+    state: AppState = request.app.state.storymimi
+    return state.resources
+
+
 def create_app(settings: StorySettings | None = None) -> FastAPI:
     settings = settings or story_settings(registry.settings())
     settings.media_path.mkdir(parents=True, exist_ok=True)
@@ -57,7 +67,12 @@ def create_app(settings: StorySettings | None = None) -> FastAPI:
             app.state.storymimi = _state(settings, resources)
             yield
 
-    app = FastAPI(title="StoryMimi", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # FastAPI's own OpenTelemetry server spans, only when tracing is on (runner.tracing); metrics stay Prometheus,
+    # and exporters are set up by runner.tracing alone.
+    telemetry: TelemetryConfig = {"tracing": tracing.enabled(), "metrics": False, "logs": False,
+                                  "auto_configure": False}  # fmt: skip
+    app = FastAPI(title="StoryMimi", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  telemetry=telemetry)  # fmt: skip
     install_error_handlers(app)
     install_docs(app)
     app.include_router(root.router)
@@ -66,6 +81,8 @@ def create_app(settings: StorySettings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    # The operators' dashboard: HTTP Basic (OPS_PASSWORD), same-origin writes, CSP; story pages of ours.
+    app.include_router(ops_router(settings, _resources, extensions=[story_pages()]), prefix="/ops")
     app.mount("/media", MediaFiles(directory=settings.media_path), name="media")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     # The web pages and the app may be served from elsewhere, as with the old backend (no cookies are used).

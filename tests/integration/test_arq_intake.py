@@ -118,14 +118,14 @@ async def test_a_failure_and_refusals_reach_the_sender(
     pickler = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)),
                                 default_queue_name=settings.queue_name)  # arq's default: pickle  # fmt: skip
     try:
-        pickled = await pickler.enqueue_job("legacy.mul", 2, 2, _job_id="pickled")
+        pickled = await pickler.enqueue_job("legacy.mul", 2, 2, _job_id=f"pickled-{settings.queue_name}")
     finally:
         await pickler.aclose()
     assert pickled is not None
-    reader = Job("pickled", arq, _queue_name=settings.queue_name, _deserializer=json.loads)
+    reader = Job(pickled.job_id, arq, _queue_name=settings.queue_name, _deserializer=json.loads)
     with pytest.raises(Exception, match="is a pickle, refused unread"):
         await reader.result(timeout=10, poll_delay=0.05)
-    row = await JobStore(resources.db).get("pickled")
+    row = await JobStore(resources.db).get(pickled.job_id)
     assert row is not None and row.status.value == "failed" and "pickle" in (row.error or "")
     assert pickle  # the test's only use of pickle is arq's own sender, above
 

@@ -65,6 +65,7 @@ REGISTRY = Registry(specs=(fragile, parent, child, sleepy, refuse))
 
 
 def client_for(resources: Resources, settings: Settings) -> JobClient:
+    # Job ids are unique across the status table every test shares: each test's ids carry its queue name.
     return JobClient(resources, REGISTRY.resolved(settings))
 
 
