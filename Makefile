@@ -62,6 +62,18 @@ bench-jobs: $(STAMP)
 bench-api: $(STAMP)
 	$(BIN)/python -m bench.api_load --clients $${CLIENTS:-64} --seconds $${SECONDS:-10}
 
-## make bench: the whole benchmark suite (jobs vs arq and Celery, the story workload, worker memory, API load)
+## make bench-ops: the operators' job list (find_jobs) on 1,000,000 status rows: ms a page for each filter, and
+## what its indexes cost the hot path's inserts and upserts (ROWS=... for another size)
+.PHONY: bench-ops
+bench-ops: $(STAMP)
+	$(BIN)/python -m bench.ops_paging --rows $${ROWS:-1000000}
+
+## make bench-foreign: unchanged arq and Celery producers' jobs through the intakes: enqueue -> start p50/p99
+.PHONY: bench-foreign
+bench-foreign: $(STAMP)
+	$(BIN)/python -m bench.foreign --jobs $${JOBS:-500} --rate $${RATE:-50}
+
+## make bench: the whole benchmark suite (jobs vs arq and Celery, the story workload, worker memory, API load,
+## job-list paging)
 .PHONY: bench
-bench: bench-jobs bench-stories bench-rss bench-api
+bench: bench-jobs bench-stories bench-rss bench-api bench-ops bench-foreign
