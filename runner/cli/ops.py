@@ -113,13 +113,17 @@ def workers_drain(settings: Settings, worker_id: str, as_json: bool) -> None:
 @as_json
 @click.pass_obj
 def doctor(settings: Settings, registry: str, as_json: bool) -> None:
-    """Redis and Postgres reachable, schema current, no stuck rows, clocks agree; exit 1 if not."""
+    """Redis and Postgres reachable, schema current, no stuck rows, clocks agree, this checkout's embedded
+    servers (when the URLs are unset) running; exit 1 if not."""
     from runner.cli.processes import load_registry
     from runner.ops.doctor import Check, run_checks
 
     migrations = list(load_registry(registry).migrations)
+    embedded = embedded_servers_check(settings)
 
     async def read() -> list[Check]:
+        if not embedded.ok:  # nothing to connect to
+            return []
         async with connected(settings) as servers:
             if servers.db is None:
                 redis_ok = await ping(servers.redis)
@@ -128,11 +132,39 @@ def doctor(settings: Settings, registry: str, as_json: bool) -> None:
             return await run_checks(servers.redis, servers.db, queue=settings.queue_name,
                                     migrations=["runner", *migrations], stuck_after_s=stale_s)  # fmt: skip
 
-    checks = run(read())
+    checks = [*run(read()), embedded]
     healthy = all(c.ok for c in checks)
     rows = [[c.name, "yes" if c.ok else "NO", c.detail] for c in checks]
     emit({"healthy": healthy, "checks": checks}, as_json, lambda: table("doctor", ["check", "ok", "detail"], rows))
     raise SystemExit(0 if healthy else 1)
+
+
+def embedded_servers_check(settings: Settings) -> Any:
+    """For each unset URL, this checkout's embedded server: recorded and its process alive."""
+    from runner.ops.doctor import Check
+
+    if settings.redis_url and settings.database_url:
+        return Check("embedded servers", True, "not used: REDIS_URL and DATABASE_URL are set")
+    import psutil
+
+    from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey
+    from runner.devservers.ownership import read_record
+
+    found, problems = [], []
+    wanted: list[EmbeddedServer] = []
+    if not settings.redis_url:
+        wanted.append(EmbeddedValkey(settings.data_dir, settings.embedded_redis_port))
+    if not settings.database_url:
+        wanted.append(EmbeddedPostgres(settings.data_dir, settings.embedded_postgres_port))
+    for server in wanted:
+        record = read_record(server)
+        if record is None:
+            problems.append(f"no {server.name} of {settings.data_dir} is running: start one with `make run`")
+        elif not psutil.pid_exists(record.pid):
+            problems.append(f"{server.name} recorded as pid {record.pid} on :{record.port}, which is gone: `make run`")
+        else:
+            found.append(f"{server.name} pid {record.pid} on :{record.port}")
+    return Check("embedded servers", not problems, "; ".join(problems or found))
 
 
 # --- watch ---------------------------------------------------------------------------------------------

@@ -118,10 +118,10 @@ async def _intake_main(settings: Settings, registry: Any) -> int:
 
 def _heartbeat(settings: Settings, pipe: Any, process: str, on_orphaned: Any) -> Any:
     from runner.fleet.control import Heartbeat
-    from runner.fleet.metrics import LOOP_LAG
+    from runner.fleet.metrics import LagObserver
 
-    lag = LOOP_LAG.labels(process)
-    return Heartbeat(pipe, on_orphaned=on_orphaned, observe_lag=lag.observe, blocked_log_s=settings.loop_blocked_log_s)
+    lag = LagObserver(process)  # the lag histogram, and the longest lag of the last minute or two
+    return Heartbeat(pipe, on_orphaned=on_orphaned, observe_lag=lag, blocked_log_s=settings.loop_blocked_log_s)
 
 
 def run_api(settings: Settings, app: str) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -31,6 +32,7 @@ __all__ = [
     "JOBS_IN_FLIGHT",
     "JOB_DURATION",
     "LOOP_LAG",
+    "LOOP_LAG_MAX",
     "MULTIPROC_ENV",
     "PROVIDER_RETRIES",
     "REDIS_REFUSALS",
@@ -38,6 +40,7 @@ __all__ = [
     "WORKERS_ALIVE",
     "WORKER_EXITS",
     "WORKER_RESTARTS",
+    "LagObserver",
     "LiveNumbers",
     "fleet_registry",
     "mark_process_dead",
@@ -75,6 +78,36 @@ LOOP_LAG = Histogram(
     ["process"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+LOOP_LAG_MAX = Gauge(
+    "runner_event_loop_lag_max_seconds",
+    "The longest event-loop lag of each live process kind in the last one to two minutes",
+    ["process"],
+    multiprocess_mode="livemax",
+)
+
+
+class LagObserver:
+    """Feeds each lag measurement to the histogram and keeps the gauge at the longest of the last one to two
+    windows (the current window and the one before), so a block is visible for at least `window_s`."""
+
+    def __init__(self, process: str, *, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._histogram = LOOP_LAG.labels(process)
+        self._gauge = LOOP_LAG_MAX.labels(process)
+        self._window_s = window_s
+        self._clock = clock
+        self._window_start = clock()
+        self._current = self._previous = 0.0
+
+    def __call__(self, lag_s: float) -> None:
+        self._histogram.observe(lag_s)
+        now = self._clock()
+        if now - self._window_start >= self._window_s:
+            self._previous = self._current if now - self._window_start < 2 * self._window_s else 0.0
+            self._current, self._window_start = 0.0, now
+        self._current = max(self._current, lag_s)
+        self._gauge.set(max(self._current, self._previous))
+
+
 PROVIDER_RETRIES = Counter(
     "runner_provider_retries",
     "Provider calls tried again inside a job, by provider, kind (text, image, speech) and reason",

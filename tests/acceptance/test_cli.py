@@ -80,7 +80,10 @@ async def test_status_jobs_and_workers_describe_a_live_queue(
 
     code, checked, _ = await runner_cli(settings, "doctor")
     assert code == 0 and checked["healthy"] is True
-    assert {c["name"] for c in checked["checks"]} == {"redis", "postgres", "schema", "stuck rows", "clock skew"}
+    assert {c["name"] for c in checked["checks"]} == {"redis", "postgres", "schema", "stuck rows", "clock skew",
+                                                      "embedded servers"}  # fmt: skip
+    embedded = next(c for c in checked["checks"] if c["name"] == "embedded servers")
+    assert embedded["ok"] and "not used" in embedded["detail"]  # this test sets both URLs
 
 
 async def test_status_fails_when_due_jobs_have_no_worker(resources: Resources, settings: Settings):
@@ -161,9 +164,7 @@ async def test_show_retry_purge_drain_and_watch_act_on_a_live_queue(
         await until_status(client, f"{q}:queued-{n}", JobStatus.CANCELLED)
 
 
-async def test_drain_stops_the_named_worker(
-    resources: Resources, settings: Settings, run_worker: RunWorker
-):
+async def test_drain_stops_the_named_worker(resources: Resources, settings: Settings, run_worker: RunWorker):
     worker = await run_worker(REGISTRY)
     await wait_for(lambda: _listed(settings, worker.worker_id), timeout=20, every=0.5)
     code, _, err = await runner_cli(settings, "workers", "drain", "nobody")
@@ -182,3 +183,12 @@ async def _listed(settings: Settings, worker_id: str) -> bool:
 async def _none_listed(settings: Settings) -> bool:
     _, listed, _ = await runner_cli(settings, "workers", "ls")
     return listed == []
+
+
+async def test_doctor_names_a_missing_embedded_server(settings: Settings, tmp_path: Path):
+    """With the URLs unset and no embedded server recorded under DATA_DIR, doctor says so (exit 1)."""
+    env = {"REDIS_URL": "", "DATABASE_URL": "", "DATA_DIR": str(tmp_path / "nothing-here")}
+    code, checked, _ = await runner_cli(settings, "doctor", **env)
+    assert code == 1 and checked["healthy"] is False
+    [embedded] = [c for c in checked["checks"] if c["name"] == "embedded servers"]
+    assert not embedded["ok"] and "is running: start one with `make run`" in embedded["detail"]

@@ -251,8 +251,10 @@ async def test_every_link_resolves_under_another_prefix(
                 visited_kinds.add(kind)
                 if kind == "post":  # a route answers: refused by the guard (a 404 if nothing matched), nothing done
                     assert (await http.post(link, headers={"Sec-Fetch-Site": "cross-site"})).status_code == 403, link
-                elif kind == "events":
+                elif kind == "events":  # this test's jobs have ended: their streams answer at once
                     assert (await http.get(link)).headers["content-type"].startswith("text/event-stream")
+                elif "/stories/" in parts.path and story_id not in parts.path:
+                    continue  # other tests' stories (the table is shared): their jobs may never end
                 elif link not in seen and len(seen) < 300 and "cursor=" not in link:
                     seen.add(link)
                     queue.append(link)
