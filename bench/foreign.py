@@ -31,7 +31,8 @@ from bench.foreign_jobs import STARTED_KEY
 from runner.devservers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-QUEUE = "bench-foreign"
+QUEUE = "bench-foreign"  # the runner's, and the Celery producer's
+ARQ_QUEUE = "bench-foreign-arq"  # the arq producer's: another key (Celery's list and arq's sorted set cannot share one)
 
 
 async def wait_for_workers(redis: Redis, process: subprocess.Popen[bytes], workers: int) -> None:
@@ -50,7 +51,7 @@ async def wait_for_workers(redis: Redis, process: subprocess.Popen[bytes], worke
 
 
 async def send_arq(url: str, count: int, rate: float) -> None:
-    pool = await create_pool(RedisSettings.from_dsn(url), default_queue_name=QUEUE,
+    pool = await create_pool(RedisSettings.from_dsn(url), default_queue_name=ARQ_QUEUE,
                              job_serializer=lambda v: json.dumps(v).encode(), job_deserializer=json.loads)  # fmt: skip
     try:
         start = time.monotonic()
@@ -70,6 +71,12 @@ async def collect(redis: Redis, origin: str, count: int, timeout_s: float) -> li
     return sorted(float(v) * 1000 for v in values)
 
 
+def _log() -> Any:
+    """The fleet's log: to BENCH_LOG if set (to see where time goes), else nowhere."""
+    path = os.environ.get("BENCH_LOG")
+    return open(path, "wb") if path else subprocess.DEVNULL
+
+
 def summary(ms: list[float], count: int) -> dict[str, Any]:
     if not ms:
         return {"jobs": count, "started": 0}
@@ -83,11 +90,13 @@ async def run(count: int, rate: float, workers: int, celery_python: Path | None)
         url = f"redis://127.0.0.1:{redis_port}/0"
         env = {**{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
                "DATA_DIR": data, "WORKERS": str(workers), "QUEUE_NAME": QUEUE, "ARQ_INTAKE": "true",
+               "ARQ_QUEUE_NAME": ARQ_QUEUE,
                "CELERY_INTAKE": "true" if celery_python else "false", "EMBEDDED_REDIS_PORT": str(redis_port),
-               "EMBEDDED_POSTGRES_PORT": str(free_port()), "LOG_LEVEL": "WARNING"}  # fmt: skip
+               "EMBEDDED_POSTGRES_PORT": str(free_port()), "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+               "LOG_FORMAT": "json"}  # fmt: skip
         fleet = subprocess.Popen([sys.executable, "-m", "runner", "run", "--no-api", "--registry",
-                                  "bench.foreign_jobs:registry"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                                  "bench.foreign_jobs:registry"], cwd=ROOT, env=env, stdout=_log(), stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # fmt: skip
         redis = Redis.from_url(url)
         try:
             await wait_for_workers(redis, fleet, workers)

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "sentinel_addresses"]
+
+
+def sentinel_addresses(value: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS ("host:port,host:port,...", an IPv6 host in brackets) as (host, port) pairs."""
+    found = []
+    for entry in (e.strip() for e in value.split(",")):
+        host, _, port = entry.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                "REDIS_SENTINELS must be a comma-separated list of host:port (e.g. 10.0.0.1:26379,10.0.0.2:26379,"
+                f"10.0.0.3:26379); {entry!r} is not a host and a port 1-65535: fix that entry"
+            )
+        found.append((host, int(port)))
+    return found
 
 
 class Settings(BaseSettings):
@@ -21,6 +37,11 @@ class Settings(BaseSettings):
     # Servers. Unset means: start embedded ones under DATA_DIR (see runner.devservers).
     redis_url: str | None = None
     database_url: str | None = None
+    redis_sentinels: str | None = Field(
+        None, description="use Sentinel: host:port,host:port,...; every connection asks them for the master "
+        "(REDIS_URL, if set, then gives only the database, user and password)",
+    )  # fmt: skip
+    redis_sentinel_master: str = Field("mymaster", min_length=1, description="the master's name in Sentinel")
     data_dir: Path = Path(".data")
     embedded_redis_port: int = Field(6390, ge=1, le=65535)
     embedded_postgres_port: int = Field(5440, ge=1, le=65535)
@@ -36,13 +57,19 @@ class Settings(BaseSettings):
     job_max_tries: int = Field(3, ge=1)
     max_jobs_per_worker: int = Field(200, ge=0, description="0 disables recycling by job count")
     max_memory_per_worker_mb: int = Field(512, ge=0, description="0 disables recycling by memory")
-    lease_ttl_s: float = Field(30, gt=0.2, description="a crashed worker's job runs again after this")
+    lease_ttl_s: float = Field(
+        9, gt=0.2, description="a lost host's jobs run again after this; renewed every third of it"
+    )
     poll_interval_s: float = Field(
         1.0, gt=0, description="fallback poll of an idle worker; enqueues wake it at once, deferred jobs on time"
     )
     worker_hang_s: float | None = Field(
-        None, gt=0, description="kill a worker whose event loop is blocked this long; default 2/3 of LEASE_TTL_S"
+        None, gt=0, description="kill a worker whose event loop is blocked this long; default half LEASE_TTL_S"
     )
+    host_id: str = Field(
+        default_factory=socket.gethostname, pattern=r"^[^:\s]+$",
+        description="this host's name in worker ids (no colons); processes sharing one must share a pid namespace",
+    )  # fmt: skip
     loop_blocked_log_s: float = Field(
         1.0, gt=0, description="log the stack of an event loop blocked this long (once per block)"
     )
@@ -55,6 +82,10 @@ class Settings(BaseSettings):
     outage_retry_s: float = Field(60, ge=0, description="how long the runner's own writes ride out an outage")
 
     db_pool_size: int = Field(20, ge=2, le=200, description="Postgres connections per process")
+    database_pooler: Literal["none", "pgbouncer"] = Field(
+        "none", description="pgbouncer: DATABASE_URL is a pooler in transaction mode (PgBouncer or alike), which "
+        "lends a server connection per transaction: asyncpg's prepared-statement cache off",
+    )  # fmt: skip
 
     # API.
     host: str = "127.0.0.1"
@@ -85,8 +116,23 @@ class Settings(BaseSettings):
     celery_intake: bool = Field(False, description="run Celery tasks sent to QUEUE_NAME (its list and priority lists)")
     celery_result_expires_s: int = Field(86_400, ge=1, description="Celery's result_expires: how long .get() can read")
     arq_intake: bool = Field(False, description="run arq jobs enqueued on ARQ_QUEUE_NAME")
-    arq_queue_name: str | None = Field(None, min_length=1, description="the arq producers' queue; default QUEUE_NAME")
+    arq_queue_name: str = Field(
+        "arq:queue", min_length=1, description="the arq producers' `_queue_name` (arq's default); never Celery's queue"
+    )
     intake_poll_s: float = Field(0.02, gt=0, description="an intake's poll when Redis cannot notify it")
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # REDIS_SENTINELS= (empty) is unset
+        sentinel_addresses(value)  # raises, naming the entry that is not host:port
+        return value
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether a Redis is given (REDIS_URL or REDIS_SENTINELS); if not, an embedded one is started."""
+        return bool(self.redis_url or self.redis_sentinels)
 
     @model_validator(mode="after")
     def _limits_agree(self) -> Settings:
@@ -95,14 +141,17 @@ class Settings(BaseSettings):
                 f"JOB_SOFT_TIMEOUT_S ({self.job_soft_timeout_s}) must not exceed "
                 f"JOB_TIMEOUT_S ({self.job_timeout_s}): the soft limit warns before the hard one stops the job"
             )
-        if self.worker_hang_s is not None and self.worker_hang_s >= self.lease_ttl_s:
+        if self.worker_hang_s is not None and self.worker_hang_s >= self.lease_ttl_s * 2 / 3:
             raise ValueError(
-                f"WORKER_HANG_S ({self.worker_hang_s}) must be below LEASE_TTL_S ({self.lease_ttl_s}): a worker "
-                "blocked past its leases lets another worker start its jobs while it may still finish them"
+                f"WORKER_HANG_S ({self.worker_hang_s}) must be below two thirds of LEASE_TTL_S "
+                f"({self.lease_ttl_s}; leases are renewed every third of it): a worker blocked past its leases lets "
+                "another worker start its jobs while it may still finish them"
             )
         return self
 
     @property
     def hang_after_s(self) -> float:
         """How long a worker's event loop may be blocked before its supervisor replaces it."""
-        return self.worker_hang_s if self.worker_hang_s is not None else self.lease_ttl_s * 2 / 3
+        # Half the lease: a loop blocked just before a renewal (every third of the lease) is killed, and its
+        # leases freed, a sixth of the lease before they would lapse.
+        return self.worker_hang_s if self.worker_hang_s is not None else self.lease_ttl_s / 2

@@ -243,6 +243,11 @@ class RedisQueue:
         self.idle = False  # the enqueue that handed us this job took our idle entry
         return _unpack_handed(reply[1])
 
+    async def held(self) -> list[str]:
+        """The ids this worker holds leases on (its lease set)."""
+        members: list[Any] = await self._redis.smembers(self._leases)  # type: ignore[misc]
+        return [_text(m) for m in members]
+
     async def release_all(self) -> list[str]:
         """Free every lease we still hold (at exit, once no job runs): as if we had died, but now."""
         return await release_dead_worker(self._redis, self.worker_id, self.queue, self.lease_ms / 1000)

@@ -56,7 +56,7 @@ class ArqIntake:
         self._enqueuer = Enqueuer(resources.redis)
         self._specs = specs
         self._queue = settings.queue_name
-        self._arq = ArqKeys(settings.arq_queue_name or settings.queue_name)
+        self._arq = ArqKeys(settings.arq_queue_name)
         self._keep_result_ms = int(settings.keep_result_s * 1000)
         self._poll_s = settings.intake_poll_s
 
@@ -85,7 +85,15 @@ class ArqIntake:
         """Take every due job off arq's queue; seconds until the next deferred one falls due (None: none)."""
         now_ms = int(time.time() * 1000)
         while True:
-            ids = [_text(i) for i in await self._redis.zrangebyscore(self._arq.queue, "-inf", now_ms, 0, _PAGE)]
+            try:
+                due = await self._redis.zrangebyscore(self._arq.queue, "-inf", now_ms, 0, _PAGE)
+            except ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                kind = _text(await self._redis.type(self._arq.queue))
+                raise RedisError(f"arq's queue key {self._arq.queue!r} holds a {kind}, not arq's sorted set: set "
+                                 "ARQ_QUEUE_NAME to the arq producers' queue, never Celery's") from exc  # fmt: skip
+            ids = [_text(i) for i in due]
             if not ids:
                 break
             payloads = await self._redis.mget([ArqKeys.job(i) for i in ids])

@@ -13,6 +13,7 @@ Pickles, unknown names and bad arguments are refused, and the reason is written 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = ["REDRIVE_S", "CeleryIntake"]
 log = structlog.get_logger("runner.intake.celery")
 
 REDRIVE_S = 30.0  # how often the processing list is read again (an intake elsewhere may have died mid-way)
+IN_FLIGHT = 32  # messages handled at once: a slow commit of one does not hold back the ones behind it
 _BLOCK_S = 0.25  # a blocking wait on the main list between claims of all lists
 
 
@@ -53,33 +55,56 @@ class CeleryIntake:
         self._processing = QueueKeys.of(self._queue).celery_intake
         self._expires_s = settings.celery_result_expires_s
         self._claim = lua.register(resources.redis, "celery_claim")
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._in_flight: dict[bytes, asyncio.Task[str]] = {}  # claimed messages being handled
 
     async def run_forever(self) -> None:
         await self.redrive()
         redriven = time.monotonic()
-        while True:
-            item = await self._claim(keys=[self._processing, *self._lists])
-            if item is None:  # nothing anywhere: wait on the main list, where nearly everything arrives
-                item = await self._command("BLMOVE", self._lists[0], self._processing, "RIGHT", "LEFT", _BLOCK_S)
-            if item is not None:
-                await self.handle(item)
-            elif time.monotonic() - redriven > REDRIVE_S:
-                await self.redrive()
-                redriven = time.monotonic()
+        try:
+            while True:
+                await self._slots.acquire()
+                item = await self._claim(keys=[self._processing, *self._lists])
+                if item is None:  # nothing anywhere: wait on the main list, where nearly everything arrives
+                    item = await self._command("BLMOVE", self._lists[0], self._processing, "RIGHT", "LEFT", _BLOCK_S)
+                if item is not None:
+                    self._start(item)
+                    continue
+                self._slots.release()
+                if time.monotonic() - redriven > REDRIVE_S:
+                    await self.redrive()
+                    redriven = time.monotonic()
+        finally:
+            for task in self._in_flight.values():  # cut short: the messages stay in the processing list
+                task.cancel()
+
+    def _start(self, item: bytes) -> None:
+        """Handle a claimed message beside the others in flight (its slot is taken: released when done)."""
+        task = asyncio.create_task(self.handle(item))
+        self._in_flight[item] = task
+        task.add_done_callback(lambda done: self._done(item, done))
+
+    def _done(self, item: bytes, task: asyncio.Task[str]) -> None:
+        self._in_flight.pop(item, None)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:  # Redis or Postgres: the re-drive retries it
+            log.warning("celery_message_not_handled", error=repr(task.exception()))
 
     async def redrive(self) -> int:
-        """Handle every message still in the processing list; how many there were."""
+        """Handle every message still in the processing list but not in flight here; how many there were."""
         items: list[bytes] = await self._command("LRANGE", self._processing, 0, -1)
+        items = [item for item in items if item not in self._in_flight]
         for item in items:
-            await self.handle(item)
+            await self.handle(item, redriven=True)
         if items:
             log.warning("celery_intake_redriven", messages=len(items))
         return len(items)
 
-    async def handle(self, item: bytes) -> str:
-        """Hand one claimed message to the runner (or refuse it), then drop it from the processing list."""
+    async def handle(self, item: bytes, *, redriven: bool = False) -> str:
+        """Hand one claimed message to the runner (or refuse it), then drop it from the processing list.
+        A re-driven one may have been handed over before its handling was cut short: its row says so."""
         try:
-            outcome = await self._take(parse_message(item))
+            outcome = await self._take(parse_message(item), redriven=redriven)
         except RefusedMessage as refused:
             outcome = "refused"
             await self._refuse(refused)
@@ -91,7 +116,7 @@ class CeleryIntake:
         # redis-py's types say an int timeout for BLMOVE (Redis 6 takes fractions) and sync results for async.
         return await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
 
-    async def _take(self, task: CeleryTask) -> str:
+    async def _take(self, task: CeleryTask, *, redriven: bool) -> str:
         spec = self._specs.get(task.name)
         if spec is None:
             raise RefusedMessage(f"Task of kind {task.name!r} is not registered with this runner; known: "
@@ -110,9 +135,10 @@ class CeleryIntake:
             await self._store_failed(task.task_id, task.name, f"expired at {task.expires.isoformat()} before it ran",
                                      JobStatus.CANCELLED)  # fmt: skip
             return "expired"
-        row = await self._store.get(task.task_id)
-        if row is not None and row.status is not JobStatus.PENDING:
-            return "duplicate"  # handled before (this is a re-drive): it ran or runs under this id
+        if redriven:  # fresh messages skip this round trip: no row can exist before we write it
+            row = await self._store.get(task.task_id)
+            if row is not None and row.status is not JobStatus.PENDING:
+                return "duplicate"  # handled before its message was dropped: it ran or runs under this id
         defer_s = max((task.eta - now).total_seconds(), 0.0) if task.eta else 0.0
         assert spec.queue is not None
         # Push, then record (they commute, as in JobClient.enqueue): the job starts without waiting for the

@@ -2,7 +2,8 @@
 
 The loop claims at most as many jobs as it has free slots (never prefetching work another worker could
 start), polls only while idle, and on stop finishes what it runs within SHUTDOWN_GRACE_S, then gives the
-rest back to the queue at once without using up their tries. After MAX_JOBS_PER_WORKER jobs or past
+rest back to the queue at once without using up their tries. After MAX_JOBS_PER_WORKER jobs (less up to a tenth,
+at random, so workers do not all retire at once) or past
 MAX_MEMORY_PER_WORKER_MB it stops taking jobs, drains and exits so its supervisor starts a fresh one.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
+import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +46,8 @@ log = structlog.get_logger("runner.worker")
 
 CLAIM_BACKOFF = Backoff(first_s=0.1, max_s=1.0)  # after a failed claim round trip
 REFUSED_BACKOFF = Backoff(first_s=1.0, max_s=10.0)  # after Redis refused in a way waiting does not fix
+RETIRE_OVERLAP_S = 30.0  # a recycled worker's longest wait for its replacement before it stops taking jobs
+_SUPERVISED_ID = re.compile(r"^(?P<slot>.+:\d+:.+)\.(?P<generation>\d+)$")  # "<host>:<pid>:<slot>.<gen>"
 _ABORTS_PER_POLL = 200  # queued jobs cancelled per look at the abort requests
 
 
@@ -68,7 +72,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or f"{settings.host_id}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.jobs_done = 0
         self.exit_reason = ExitReason.STOPPED
         self._stopping = asyncio.Event()
@@ -79,7 +83,14 @@ class Worker:
         self.ready = asyncio.Event()
         self._on_retire = on_retire
         self._blocked: asyncio.Task[None] | None = None  # the claim loop, while blocked waiting for work
+        # Recycle after MAX_JOBS_PER_WORKER jobs, less up to a tenth at random: workers sharing a load evenly
+        # would otherwise all reach it together.
+        limit = settings.max_jobs_per_worker
+        self._max_jobs = limit - random.randint(0, limit // 10) if limit else 0
         self._refusals = RefusalLog()  # the claim loop's: logs a refusal once, not on every retry
+        self._retiring = False
+        self._overlap: asyncio.Task[None] | None = None  # a recycle's wait for its replacement
+        self._redis: Any = None  # the process's Redis, once open (a recycle watches for its replacement)
 
     def stop(self) -> None:
         """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
@@ -103,16 +114,20 @@ class Worker:
             side.start("lease-renewal", self._renew_leases(queue))
             side.start("sweeper", Sweeper(parts.resources, parts.executor, worker_id=self.worker_id).run_forever())
             side.start("abort-watch", self._watch_aborts(parts))
-            presence = Presence(parts.resources.redis, queue.queue, self.worker_id, self._snapshot)
+            presence = Presence(parts.resources.redis, queue.queue, self.worker_id, self._snapshot,
+                                host=self.settings.host_id)  # fmt: skip
             side.start("presence", presence.run_forever())
             for task in parts.executor.side_tasks():
                 side.watch(task)
             log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
                      concurrency=self.settings.worker_concurrency, job_names=sorted(parts.specs))  # fmt: skip
+            self._redis = parts.resources.redis
             self.ready.set()
             WORKERS_ALIVE.inc()
             try:
                 await self._claim_loop(parts)
+                with suppress(RedisError, OSError):
+                    await self._give_back_unstarted(queue)
                 await self._drain()
                 with suppress(RedisError, OSError):  # e.g. a job handed over as our blocked read was cancelled
                     if released := await queue.release_all():
@@ -231,19 +246,21 @@ class Worker:
         self._wake.set()
 
     def _check_recycle(self) -> None:
-        limit_jobs = self.settings.max_jobs_per_worker
-        if limit_jobs and self.jobs_done >= limit_jobs and not self._stopping.is_set():
-            self._retire(ExitReason.RECYCLED_JOBS, jobs_done=self.jobs_done)
+        if self._retiring or self._stopping.is_set():
+            return
+        limit_jobs = self._max_jobs
+        if limit_jobs and self.jobs_done >= limit_jobs:
+            self._retire(ExitReason.RECYCLED_JOBS, overlap=True, jobs_done=self.jobs_done)
+            return
         limit_mb = self.settings.max_memory_per_worker_mb
-        if limit_mb and not self._stopping.is_set():
+        if limit_mb:
             rss_mb = self._process.memory_info().rss / 2**20
             if rss_mb > limit_mb:
-                self._retire(ExitReason.RECYCLED_MEMORY, rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
+                self._retire(ExitReason.RECYCLED_MEMORY, overlap=True, rss_mb=round(rss_mb, 1), limit_mb=limit_mb)
 
     def _snapshot(self) -> dict[str, Any]:
         """What changes in this worker's presence report."""
-        retiring = self._stopping.is_set() and self.exit_reason is not ExitReason.STOPPED
-        state = "retiring" if retiring else "draining" if self._stopping.is_set() else "running"
+        state = "retiring" if self._retiring else "draining" if self._stopping.is_set() else "running"
         return {"state": state, "running": len(self._running), "jobs_done": self.jobs_done,
                 "concurrency": self.settings.worker_concurrency,
                 "rss_mb": round(self._process.memory_info().rss / 2**20, 1)}  # fmt: skip
@@ -253,18 +270,57 @@ class Worker:
         self._retire(ExitReason.SIDE_TASK_FAILED, level="error", side_task=name,
                      error=repr(error) if error is not None else "it ended on its own")  # fmt: skip
 
-    def _retire(self, reason: ExitReason, *, level: str = "info", **facts: Any) -> None:
-        """Stop taking jobs, finish the running ones and exit; the supervisor starts a replacement now."""
+    def _retire(self, reason: ExitReason, *, level: str = "info", overlap: bool = False, **facts: Any) -> None:
+        """Stop taking jobs, finish the running ones and exit; the supervisor starts a replacement now.
+
+        With `overlap` (a recycle: nothing is wrong with us), keep taking jobs until the replacement reports
+        itself, so capacity never drops while it starts (at most RETIRE_OVERLAP_S)."""
+        if self._retiring:
+            return
+        self._retiring = True
         log.log(logging.getLevelName(level.upper()), "worker_retiring", reason=reason, **facts)
         self.exit_reason = reason
-        self.stop()
         if self._on_retire is not None:
             self._on_retire()
+        successor = _slot_of(self.worker_id) if overlap and self._redis is not None else None
+        if successor is None:
+            self.stop()
+            return
+        self._overlap = asyncio.get_running_loop().create_task(self._stop_when_replaced(*successor))
+
+    async def _stop_when_replaced(self, slot: str, generation: int) -> None:
+        """Stop once a worker of our supervisor slot with a later generation reports itself (or at the bound)."""
+        from runner.ops.workers import list_workers
+
+        assert self._redis is not None
+        deadline = time.monotonic() + RETIRE_OVERLAP_S
+        try:
+            while time.monotonic() < deadline and not self._stopping.is_set():
+                with suppress(RedisError, OSError):
+                    for worker in await list_workers(self._redis, self.settings.queue_name):
+                        theirs = _slot_of(worker.worker_id)
+                        if theirs is not None and theirs[0] == slot and theirs[1] > generation:
+                            log.info("worker_replaced", successor=worker.worker_id)
+                            return
+                await asyncio.sleep(0.1)
+        finally:
+            self.stop()
 
     async def _sleep(self, seconds: float | None) -> None:
         self._wake.clear()
         with suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _give_back_unstarted(self, queue: RedisQueue) -> None:
+        """Give back, before draining, jobs leased to us that we never started: a job an enqueue handed over
+        just as our blocked read was cancelled by stop() is popped off the inbox on a read nobody reads.
+        Without this it would wait for our drain and exit (or a recycle's long job) before running."""
+        unstarted = set(await queue.held()) - set(self._running)
+        if not unstarted:
+            return
+        now_ms = int(time.time() * 1000)
+        await asyncio.gather(*(queue.release(job_id, due_ms=now_ms, give_back_try=True) for job_id in unstarted))
+        log.info("handed_jobs_given_back", jobs=sorted(unstarted))
 
     async def _drain(self) -> None:
         if not self._running:
@@ -309,6 +365,12 @@ class Worker:
             for job_id in lost:
                 if job_id in self._running:
                     log.warning("lease_lost", job_id=job_id)
+
+
+def _slot_of(worker_id: str) -> tuple[str, int] | None:
+    """(supervisor slot, generation) of an id the supervisor gave (runner.fleet.supervisor); None otherwise."""
+    match = _SUPERVISED_ID.match(worker_id)
+    return (match["slot"], int(match["generation"])) if match else None
 
 
 class _Parts:

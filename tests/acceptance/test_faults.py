@@ -102,13 +102,14 @@ async def test_sigkilled_worker_jobs_run_again_within_a_second(
 async def test_lost_host_jobs_run_again_after_the_lease_ttl(
     api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
 ):
-    """When supervisor and workers die together, the short lease is the bound: jobs run again after it."""
-    first = await fleet(lease_ttl_s=2).start()
+    """When supervisor and workers die together, another host's workers run their jobs once the short
+    lease lapses: the lease is the bound."""
+    first = await fleet(lease_ttl_s=2, host_id="lost-host").start()
     story_ids = await post_stories(api, 20)
     await until_processing(resources, settings, 15)
     killed_at = now()
     first.kill_everything()
-    await fleet(lease_ttl_s=2).start()
+    await fleet(lease_ttl_s=2, host_id="other-host").start()
     await until_stories(resources, story_ids, "completed")
     await assert_each_story_completed_once(resources, settings, story_ids)
     restarts = await rerun_starts(resources, settings)
@@ -119,6 +120,30 @@ async def test_lost_host_jobs_run_again_after_the_lease_ttl(
     )
     assert restarts
     assert 1.5 < recovery < 5
+
+
+async def test_a_fleet_restarted_on_its_host_frees_its_predecessors_leases_at_once(
+    api: httpx.AsyncClient, resources: Resources, settings: Settings, fleet: MakeFleet
+):
+    """Supervisor and workers SIGKILLed together, then a fleet started again on the same host: it frees the
+    dead workers' leases before it starts its own, so their jobs run again in seconds, not after the lease."""
+    first = await fleet(lease_ttl_s=60).start()
+    story_ids = await post_stories(api, 20)
+    await until_processing(resources, settings, 15)
+    killed_at = now()
+    first.kill_everything()
+    second = await fleet(lease_ttl_s=60).start()
+    await until_stories(resources, story_ids, "completed")
+    await assert_each_story_completed_once(resources, settings, story_ids)
+    restarts = await rerun_starts(resources, settings)
+    recovery = max(r.timestamp() for r in restarts) - killed_at
+    outcome = no_loss_no_duplicates(fleet, story_ids)
+    (released,) = second.events("predecessor_leases_released")
+    print(f"\nmeasured restart on the same host: {released['jobs']} leases of {len(released['workers'])} dead "
+          f"workers freed in {released['took_ms']} ms, last job re-run {recovery:.2f}s after the kill (lease 60 s); "
+          f"{outcome}")  # fmt: skip
+    assert restarts and released["jobs"] == len(restarts)
+    assert recovery < 10, f"the last job re-ran {recovery:.2f}s after the kill: the leases were not freed at start"
 
 
 async def test_sigterm_drains_running_jobs_and_loses_nothing(
@@ -223,6 +248,8 @@ async def test_recycled_workers_are_replaced_before_they_leave(
     for i in retiring:  # after each retirement notice, a replacement starts before the old worker exits
         after = [e["event"] for e in events[i + 1 :] if e.get("event") in ("child_started", "child_exited")]
         assert after[:1] == ["child_started"], after
+    # ... and the old one keeps taking jobs until its replacement reports itself (no gap while it starts)
+    assert len(running.events("worker_replaced")) >= len(retiring) - 1
     print(f"\nmeasured recycling: {len(retiring)} workers retired; {no_loss_no_duplicates(fleet, story_ids)}")
 
 

@@ -8,6 +8,7 @@ import asyncio
 import json
 import pickle
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -43,13 +44,14 @@ REGISTRY = Registry(specs=(mul, broken))
 
 @pytest.fixture
 def settings(make_settings: MakeSettings) -> Settings:
-    return make_settings(arq_intake=True)
+    return make_settings(arq_intake=True, arq_queue_name=f"arq:{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture
 async def arq(settings: Settings) -> AsyncIterator[ArqRedis]:
-    """arq's own client, sending and reading JSON, on the runner's queue name."""
-    pool = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)), default_queue_name=settings.queue_name,
+    """arq's own client, sending and reading JSON, on the arq queue the intake takes from."""
+    pool = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)),
+                             default_queue_name=settings.arq_queue_name,
                              job_serializer=lambda v: json.dumps(v).encode(), job_deserializer=json.loads)  # fmt: skip
     yield pool
     await pool.aclose()
@@ -116,13 +118,13 @@ async def test_a_failure_and_refusals_reach_the_sender(
         await unknown.result(timeout=10, poll_delay=0.05)
 
     pickler = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)),
-                                default_queue_name=settings.queue_name)  # arq's default: pickle  # fmt: skip
+                                default_queue_name=settings.arq_queue_name)  # arq's default: pickle  # fmt: skip
     try:
         pickled = await pickler.enqueue_job("legacy.mul", 2, 2, _job_id=f"pickled-{settings.queue_name}")
     finally:
         await pickler.aclose()
     assert pickled is not None
-    reader = Job(pickled.job_id, arq, _queue_name=settings.queue_name, _deserializer=json.loads)
+    reader = Job(pickled.job_id, arq, _queue_name=settings.arq_queue_name, _deserializer=json.loads)
     with pytest.raises(Exception, match="is a pickle, refused unread"):
         await reader.result(timeout=10, poll_delay=0.05)
     row = await JobStore(resources.db).get(pickled.job_id)
