@@ -21,10 +21,11 @@ from redis.exceptions import RedisError
 
 from runner import envelope
 from runner.backoff import Backoff, retry_with_backoff
+from runner.broker.sentinel import connect_master
 from runner.errors import ConfigError, StartupError
 from runner.settings import Settings
 
-__all__ = ["Resources", "connect_redis", "open_resources"]
+__all__ = ["Resources", "connect_db", "connect_redis", "open_resources"]
 
 T = TypeVar("T")
 log = structlog.get_logger("runner.resources")
@@ -44,9 +45,9 @@ class Resources:
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open every process resource, retrying start-up connections; close them all on exit."""
-    if not settings.redis_url or not settings.database_url:
+    if not settings.redis_configured or not settings.database_url:
         raise ConfigError(
-            "REDIS_URL and DATABASE_URL must be set before opening resources; "
+            "REDIS_URL (or REDIS_SENTINELS) and DATABASE_URL must be set before opening resources; "
             "`python -m runner run` starts embedded servers and sets them when they are unset"
         )
     async with AsyncExitStack() as stack:
@@ -63,7 +64,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
 
 
 async def connect_redis(settings: Settings) -> ArqRedis:
-    """An arq Redis pool speaking JSON (never arq's pickle default)."""
+    """An arq Redis pool speaking JSON (never arq's pickle default); with REDIS_SENTINELS, of the master
+    that the sentinels name, asked again by each new connection (runner.broker.sentinel)."""
+    if settings.redis_sentinels:
+        return await connect_master(settings)
     assert settings.redis_url is not None
     redis_settings = RedisSettings.from_dsn(settings.redis_url)
     redis_settings.conn_retries = 0  # our own start-up retry logs and bounds the wait
@@ -77,17 +81,29 @@ async def connect_redis(settings: Settings) -> ArqRedis:
 
 
 async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
+    return await connect_db(settings, max_size=settings.db_pool_size)
+
+
+async def connect_db(settings: Settings, *, max_size: int, connect_timeout_s: float = 10) -> asyncpg.Pool:
+    """An asyncpg pool at DATABASE_URL. Behind a transaction-mode pooler (DATABASE_POOLER=pgbouncer) a
+    client's next statement may go to another server connection, so asyncpg's named prepared statements
+    (its statement cache) are off: each query is parsed as the unnamed statement, in the round trip that
+    runs it."""
+    cache = 0 if settings.database_pooler == "pgbouncer" else 100  # 100: asyncpg's default
     pool = await asyncpg.create_pool(
-        settings.database_url, min_size=1, max_size=settings.db_pool_size, timeout=10, reset=_no_server_reset
-    )
+        settings.database_url, min_size=1, max_size=max_size, timeout=connect_timeout_s, reset=_no_server_reset,
+        statement_cache_size=cache,
+    )  # fmt: skip
     assert pool is not None
     return pool
 
 
 async def _no_server_reset(conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's reset round trip (`RESET ALL; UNLISTEN *; ...`) on every release: our code leaves
-    no session state behind (the one advisory lock, the migrations', is released explicitly). asyncpg
-    still does its local cleanup and rolls back a transaction left open."""
+    """Skip asyncpg's reset round trip (`SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`)
+    on every release: our code leaves no session state behind (no SET, LISTEN, cursor or temporary table;
+    the migrations' advisory lock is a transaction's), and behind a pooler it would run on whichever server
+    connection is lent next, not the one this client used. asyncpg still does its local cleanup and rolls back
+    a transaction left open."""
 
 
 STARTUP_BACKOFF = Backoff(first_s=0.1, max_s=5.0)

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     redis_sentinels: str | None = Field(
         None, description="use Sentinel: host:port,host:port,...; every connection asks them for the master "
-        "(REDIS_URL, if set, then gives only the database, user and password)",
+        "(REDIS_URL, if set, then gives only the database, user, password and TLS)",
     )  # fmt: skip
     redis_sentinel_master: str = Field("mymaster", min_length=1, description="the master's name in Sentinel")
     data_dir: Path = Path(".data")
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     max_jobs_per_worker: int = Field(200, ge=0, description="0 disables recycling by job count")
     max_memory_per_worker_mb: int = Field(512, ge=0, description="0 disables recycling by memory")
     lease_ttl_s: float = Field(
-        9, gt=0.2, description="a lost host's jobs run again after this; renewed every third of it"
+        8, gt=0.2, description="a lost host's jobs run again after this (and a poll); renewed every third of it"
     )
     poll_interval_s: float = Field(
         1.0, gt=0, description="fallback poll of an idle worker; enqueues wake it at once, deferred jobs on time"
@@ -75,7 +75,10 @@ class Settings(BaseSettings):
     )
     abort_poll_s: float = Field(0.5, gt=0, description="how soon a cancel request reaches a running job")
     shutdown_grace_s: float = Field(30, ge=0)
-    sweep_interval_s: float = Field(30, gt=0, description="how often one worker looks for stuck status rows")
+    sweep_interval_s: float = Field(
+        10, gt=0, description="how often one worker looks for stuck status rows: a job lost from Redis (a failover "
+        "loses the last writes) runs again within SWEEP_STALE_AFTER_S + 1.2 x this of its row's last move",
+    )  # fmt: skip
     sweep_stale_after_s: float = Field(30, ge=0, description="a row unmoved this long is checked against Redis")
     keep_result_s: float = Field(3600, ge=0)
     startup_retry_s: float = Field(60, ge=0, description="how long to retry Redis/Postgres at start-up")

@@ -5,4 +5,5 @@ lua/        one .lua file per script; lua.py loads them and runs many in one rou
 enqueue.py  putting jobs on a queue (group-committed, hand-off to an idle worker)
 queue.py    one worker's queue operations: claim, renew, finish, release, wait for work
 slots.py    slots of named limits shared by every process (provider concurrency, calls a minute)
+sentinel.py the master that Redis Sentinel names (REDIS_SENTINELS), a failover seen as a lost connection
 """

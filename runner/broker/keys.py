@@ -15,6 +15,7 @@ stays in one Redis Cluster slot, and different queues spread over the slots. Eve
     runner:{q}:wake               tokens idle workers block on (BLPOP) instead of polling
     runner:{q}:idle               sorted set of idle workers ("<lease ms>:<worker>"), scored by when each lapses
     runner:{q}:leases:<worker>    ids a worker holds leases on, so its supervisor can free them when it dies
+                                  (or, if that died too, the next supervisor on its host: fleet/predecessors.py)
     runner:{q}:inbox:<worker>     jobs an enqueue handed straight to that idle worker, already leased to it
     runner:{q}:sweeper            the sweeper's lock: one worker sweeps each period
     runner:{q}:workers            sorted set of the queue's live workers, scored by their last heartbeat (ms)

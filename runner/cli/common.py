@@ -34,14 +34,14 @@ class Servers:
 @asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[Servers]:
     """Redis and Postgres at their URLs (or this checkout's embedded servers); Postgres may be down."""
-    from runner.resources import connect_redis
+    from runner.resources import connect_db, connect_redis
 
     settings = _with_embedded_urls(settings)
     redis = await connect_redis(settings)
     db: asyncpg.Pool | None = None
     error = None
     try:
-        db = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=2, timeout=3)
+        db = await connect_db(settings, max_size=2, connect_timeout_s=3)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         error = f"down: {type(exc).__name__}: {exc}"
     try:
@@ -53,7 +53,7 @@ async def connected(settings: Settings) -> AsyncIterator[Servers]:
 
 
 def _with_embedded_urls(settings: Settings) -> Settings:
-    if settings.redis_url and settings.database_url:
+    if settings.redis_configured and settings.database_url:
         return settings
     from runner.devservers import EmbeddedPostgres, EmbeddedValkey
     from runner.devservers.ownership import read_record
@@ -62,7 +62,7 @@ def _with_embedded_urls(settings: Settings) -> Settings:
     wanted = [("redis_url", EmbeddedValkey(settings.data_dir, settings.embedded_redis_port)),
               ("database_url", EmbeddedPostgres(settings.data_dir, settings.embedded_postgres_port))]  # fmt: skip
     for field, server in wanted:
-        if getattr(settings, field):
+        if getattr(settings, field) or (field == "redis_url" and settings.redis_configured):
             continue
         record = read_record(server)
         if record is None:

@@ -143,7 +143,7 @@ def embedded_servers_check(settings: Settings) -> Any:
     """For each unset URL, this checkout's embedded server: recorded and its process alive."""
     from runner.ops.doctor import Check
 
-    if settings.redis_url and settings.database_url:
+    if settings.redis_configured and settings.database_url:
         return Check("embedded servers", True, "not used: REDIS_URL and DATABASE_URL are set")
     import psutil
 
@@ -152,7 +152,7 @@ def embedded_servers_check(settings: Settings) -> Any:
 
     found, problems = [], []
     wanted: list[EmbeddedServer] = []
-    if not settings.redis_url:
+    if not settings.redis_configured:
         wanted.append(EmbeddedValkey(settings.data_dir, settings.embedded_redis_port))
     if not settings.database_url:
         wanted.append(EmbeddedPostgres(settings.data_dir, settings.embedded_postgres_port))

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 
 from runner.broker.queue import release_dead_worker
 from runner.fleet.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
+from runner.fleet.predecessors import SCAN_BOUND_S, release_predecessors
 from runner.fleet.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
 from runner.resources import connect_redis
 from runner.settings import Settings
@@ -40,7 +41,7 @@ def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
     or on a free port, recorded for the others, and stopped at exit. A server this DATA_DIR did not
     start (another checkout's, another program's) is never used: see runner.devservers.ownership."""
     env: dict[str, str] = {}
-    if settings.redis_url and settings.database_url:  # production: the dev servers are not even imported
+    if settings.redis_configured and settings.database_url:  # production: the dev servers are not even imported
         yield env
         return
     from runner.devservers import EmbeddedPostgres, EmbeddedServer, EmbeddedValkey, owned_server
@@ -48,7 +49,8 @@ def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
     with ExitStack() as stack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         wanted: list[tuple[str, str | None, EmbeddedServer]] = [
-            ("REDIS_URL", settings.redis_url, EmbeddedValkey(settings.data_dir, settings.embedded_redis_port)),
+            ("REDIS_URL", settings.redis_url or settings.redis_sentinels,
+             EmbeddedValkey(settings.data_dir, settings.embedded_redis_port)),
             ("DATABASE_URL", settings.database_url,
              EmbeddedPostgres(settings.data_dir, settings.embedded_postgres_port)),
         ]  # fmt: skip
@@ -72,8 +74,9 @@ def launch(settings: Settings, plan: LaunchPlan) -> int:
             log.info("api_url", url=base, docs=f"{base}/docs")
         redis_url = server_env.get("REDIS_URL") or settings.redis_url
         code: int = uvloop.run(
-            _supervise(_children(settings, plan), env, settings.model_copy(update={"redis_url": redis_url}))
-        )
+            _supervise(_children(settings, plan), env, settings.model_copy(update={"redis_url": redis_url}),
+                       free_predecessors=plan.registry is not None)
+        )  # fmt: skip
         return code
 
 
@@ -98,9 +101,14 @@ def _children(settings: Settings, plan: LaunchPlan) -> list[ChildSpec]:
     return children
 
 
-async def _supervise(children: list[ChildSpec], env: dict[str, str], settings: Settings) -> int:
+async def _supervise(
+    children: list[ChildSpec], env: dict[str, str], settings: Settings, *, free_predecessors: bool
+) -> int:
     async with _LeaseReleaser(settings) as releaser:
-        supervisor = Supervisor(children, env=env, grace_s=settings.shutdown_grace_s, on_exit=releaser.release)
+        if free_predecessors:  # before any worker of ours exists: see runner.fleet.predecessors
+            await releaser.release_predecessors()
+        supervisor = Supervisor(children, env=env, grace_s=settings.shutdown_grace_s, on_exit=releaser.release,
+                                host=settings.host_id)  # fmt: skip
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, supervisor.handle_signal, signum)
@@ -120,6 +128,17 @@ class _LeaseReleaser:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._redis is not None:
             await self._redis.aclose()
+
+    async def release_predecessors(self) -> None:
+        """Free the leases an earlier supervisor's workers on this host left when they died with it."""
+        try:
+            async with asyncio.timeout(SCAN_BOUND_S + 5):
+                if self._redis is None:
+                    self._redis = await connect_redis(self._settings)
+                s = self._settings
+                await release_predecessors(self._redis, s.queue_name, s.host_id, s.lease_ttl_s)
+        except Exception as exc:  # Redis down or refusing: those leases lapse on their own, as before
+            log.warning("predecessor_leases_not_released", error=repr(exc), lease_ttl_s=self._settings.lease_ttl_s)
 
     async def release(self, instance: str, pid: int, exit_code: int) -> None:
         mark_process_dead(pid)

@@ -64,9 +64,16 @@ class Supervisor:
     """Keeps its slots filled until stopped; `run()` returns the exit code for the process."""
 
     def __init__(
-        self, children: Sequence[ChildSpec], *, env: dict[str, str], grace_s: float, on_exit: ChildExit | None = None
+        self,
+        children: Sequence[ChildSpec],
+        *,
+        env: dict[str, str],
+        grace_s: float,
+        on_exit: ChildExit | None = None,
+        host: str | None = None,
     ) -> None:
         self._slots = [_Slot(spec) for spec in children]
+        self._host = host or socket.gethostname()  # the first part of each child's instance id
         self._env = env
         self._grace_s = grace_s
         self._on_exit = on_exit
@@ -105,7 +112,7 @@ class Supervisor:
 
     async def _spawn(self, slot: _Slot) -> None:
         slot.generation += 1
-        instance = f"{socket.gethostname()}:{os.getpid()}:{slot.spec.name}.{slot.generation}"
+        instance = f"{self._host}:{os.getpid()}:{slot.spec.name}.{slot.generation}"
         read_fd, write_fd = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(

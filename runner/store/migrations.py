@@ -1,8 +1,13 @@
 """Versioned SQL migrations, applied at start-up under a Postgres advisory lock.
 
 Each package keeps `sql/NNNN_name.sql` files; `apply_migrations` runs the ones not yet recorded in
-`schema_migrations`, each in its own transaction. The advisory lock makes it safe for the API and every
+`schema_migrations`, in one transaction that holds the lock, each migration in a savepoint of its own: one
+that fails leaves no trace, the ones before it stay applied. The lock makes it safe for the API and every
 worker to call it at once; the record makes it safe to call twice.
+
+The lock is a transaction's (`pg_advisory_xact_lock`): a pooler in transaction mode (PgBouncer) keeps one
+server connection for a whole transaction but may run a client's next statement on another one, so a
+session's lock (`pg_advisory_lock` ... `pg_advisory_unlock`) would lock nothing there, and be left held.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
+from typing import Final
 
 import asyncpg
 import structlog
@@ -21,6 +27,10 @@ _LOCK_KEY = 0x53_54_4F_52_59  # "STORY": one advisory lock id for every migratin
 # The runner's own migrations live in runner/store/sql but keep the namespace they were recorded under.
 _FOLDERS = {"runner": "runner.store"}
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_LOCK = "SELECT pg_advisory_xact_lock($1)"  # held until the transaction ends, on its one server connection
+# Read committed whatever the server's default: the record, read after the lock's wait, shows what the
+# lock's previous holder committed (a repeatable-read snapshot would be taken before that wait).
+_ISOLATION: Final = "read_committed"
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -58,15 +68,16 @@ async def apply_migrations(pool: asyncpg.Pool, packages: list[str]) -> list[Migr
     """Apply every pending migration of `packages`, in order; return the ones this call applied."""
     migrations = [m for package in packages for m in load_migrations(package)]
     applied: list[Migration] = []
-    async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-        try:
-            await conn.execute(_BOOTSTRAP)
-            done = {(r["namespace"], r["version"]) for r in await conn.fetch("SELECT * FROM schema_migrations")}
-            for migration in migrations:
-                if (migration.namespace, migration.version) in done:
-                    continue
-                async with conn.transaction():
+    failed: asyncpg.PostgresError | None = None
+    async with pool.acquire() as conn, conn.transaction(isolation=_ISOLATION):
+        await conn.execute(_LOCK, _LOCK_KEY)
+        await conn.execute(_BOOTSTRAP)
+        done = {(r["namespace"], r["version"]) for r in await conn.fetch("SELECT * FROM schema_migrations")}
+        for migration in migrations:
+            if (migration.namespace, migration.version) in done:
+                continue
+            try:
+                async with conn.transaction():  # a savepoint
                     await conn.execute(migration.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (namespace, version, name) VALUES ($1, $2, $3)",
@@ -74,8 +85,12 @@ async def apply_migrations(pool: asyncpg.Pool, packages: list[str]) -> list[Migr
                         migration.version,
                         migration.name,
                     )
-                log.info("migration_applied", namespace=migration.namespace, version=migration.version)
-                applied.append(migration)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            except asyncpg.PostgresError as exc:
+                failed = exc  # commit the ones before it, then raise
+                break
+            applied.append(migration)
+    for migration in applied:
+        log.info("migration_applied", namespace=migration.namespace, version=migration.version)
+    if failed is not None:
+        raise failed
     return applied

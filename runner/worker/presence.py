@@ -27,13 +27,21 @@ _TTL_MS = int(PRESENCE_S * 3 * 1000)
 class Presence:
     """Writes one worker's report; `snapshot()` gives what changes (running, done, state, ...)."""
 
-    def __init__(self, redis: Redis, queue: str, worker_id: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        queue: str,
+        worker_id: str,
+        snapshot: Callable[[], dict[str, Any]],
+        *,
+        host: str | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = QueueKeys.of(queue)
         self._worker_id = worker_id
         self._snapshot = snapshot
-        self._fixed = {"worker_id": worker_id, "queue": queue, "host": socket.gethostname(), "pid": os.getpid(),
-                       "started_at": time.time()}  # fmt: skip
+        self._fixed = {"worker_id": worker_id, "queue": queue, "host": host or socket.gethostname(),
+                       "pid": os.getpid(), "started_at": time.time()}  # fmt: skip
         self._lag_s = 0.0
 
     async def run_forever(self) -> None:

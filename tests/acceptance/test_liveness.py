@@ -51,7 +51,7 @@ async def test_a_worker_whose_loop_is_blocked_is_killed_and_its_jobs_run_again_w
 
     await wait_for(both_done, timeout=20, every=0.1)
     took = time.monotonic() - started
-    assert took < 10, f"{took:.1f}s: the leases must be freed when the hung worker is killed, not lapse (30 s)"
+    assert took < 6, f"{took:.1f}s: the leases must be freed when the hung worker is killed, not lapse (8 s)"
     hung = fleet.events("child_hung")
     assert len(hung) == 1 and hung[0]["job_id"] == blocker, hung
     told = fleet.events("event_loop_blocked")  # the worker itself said where it was stuck, before the kill
