@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -22,6 +22,9 @@ from runner.resources import Resources, open_resources
 from runner.settings import Settings
 from runner.store.migrations import apply_migrations
 from runner.worker.worker import Worker
+
+if TYPE_CHECKING:
+    from runner.intake.process import Intakes
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,29 @@ async def run_worker(settings: Settings) -> AsyncIterator[RunWorker]:
     yield start
     for worker, _ in started:
         worker.stop()
+    await asyncio.wait_for(asyncio.gather(*(t for _, t in started)), 30)
+
+
+RunIntake = Callable[..., Awaitable["Intakes"]]
+
+
+@pytest.fixture
+async def run_intake(settings: Settings) -> AsyncIterator[RunIntake]:
+    """Start in-process intakes (runner.intake) on the test's loop; each is stopped and awaited at teardown."""
+    from runner.intake.process import Intakes
+
+    started: list[tuple[Intakes, asyncio.Task[None]]] = []
+
+    async def start(registry: Registry, intake_settings: Settings | None = None) -> Intakes:
+        intakes = Intakes(intake_settings or settings, registry)
+        task = asyncio.create_task(intakes.run())
+        started.append((intakes, task))
+        await asyncio.wait_for(intakes.ready.wait(), 30)
+        return intakes
+
+    yield start
+    for intakes, _ in started:
+        intakes.stop()
     await asyncio.wait_for(asyncio.gather(*(t for _, t in started)), 30)
 
 

@@ -9,8 +9,7 @@ import json
 import pickle
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
@@ -18,12 +17,11 @@ from arq.jobs import Job, JobStatus
 
 from runner.context import JobContext
 from runner.errors import PermanentError
-from runner.intake.process import Intakes
 from runner.registry import Registry, job
 from runner.resources import Resources
 from runner.settings import Settings
 from runner.store.jobs import JobStore
-from tests.conftest import MakeSettings, RunWorker
+from tests.conftest import MakeSettings, RunIntake, RunWorker
 
 started_at: dict[str, float] = {}
 
@@ -57,27 +55,10 @@ async def arq(settings: Settings) -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
-@pytest.fixture
-async def intake(settings: Settings) -> AsyncIterator[Callable[[], Awaitable[Intakes]]]:
-    started: list[tuple[Intakes, asyncio.Task[None]]] = []
-
-    async def start() -> Intakes:
-        intakes = Intakes(settings, REGISTRY)
-        task = asyncio.create_task(intakes.run())
-        started.append((intakes, task))
-        await asyncio.wait_for(intakes.ready.wait(), 30)
-        return intakes
-
-    yield start
-    for intakes, _ in started:
-        intakes.stop()
-    await asyncio.wait_for(asyncio.gather(*(t for _, t in started)), 30)
-
-
 async def test_positional_and_keyword_jobs_run_and_arq_reads_the_outcome(
-    arq: ArqRedis, intake: Any, run_worker: RunWorker, resources: Resources
+    arq: ArqRedis, run_intake: RunIntake, run_worker: RunWorker, resources: Resources
 ):
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     by_position = await arq.enqueue_job("legacy.mul", 6, 7, _job_id="arq-pos")
     by_keyword = await arq.enqueue_job("legacy.mul", x=2, y=5)
@@ -91,8 +72,10 @@ async def test_positional_and_keyword_jobs_run_and_arq_reads_the_outcome(
     assert again is None  # arq's own dedupe still holds: its result is kept
 
 
-async def test_a_deferred_job_waits_in_arqs_queue_then_runs(arq: ArqRedis, intake: Any, run_worker: RunWorker):
-    await intake()
+async def test_a_deferred_job_waits_in_arqs_queue_then_runs(
+    arq: ArqRedis, run_intake: RunIntake, run_worker: RunWorker
+):
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     deferred = await arq.enqueue_job("legacy.mul", 3, 3, _defer_by=1.5)
     assert deferred is not None
@@ -105,9 +88,9 @@ async def test_a_deferred_job_waits_in_arqs_queue_then_runs(arq: ArqRedis, intak
 
 
 async def test_a_failure_and_refusals_reach_the_sender(
-    arq: ArqRedis, intake: Any, run_worker: RunWorker, settings: Settings, resources: Resources
+    arq: ArqRedis, run_intake: RunIntake, run_worker: RunWorker, settings: Settings, resources: Resources
 ):
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     failing = await arq.enqueue_job("legacy.broken", why="no more tea")
     unknown = await arq.enqueue_job("no.such.job", 1)
@@ -132,10 +115,12 @@ async def test_a_failure_and_refusals_reach_the_sender(
     assert pickle  # the test's only use of pickle is arq's own sender, above
 
 
-async def test_jobs_start_within_milliseconds_of_the_enqueue(arq: ArqRedis, intake: Any, run_worker: RunWorker):
+async def test_jobs_start_within_milliseconds_of_the_enqueue(
+    arq: ArqRedis, run_intake: RunIntake, run_worker: RunWorker
+):
     """No 1 s poll: the intake hears of arq's ZADD (keyspace notification) and hands the job over. The
     bound here only catches a fallback to polling; the figure itself comes from `make bench`."""
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     waits = []
     for n in range(20):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -15,14 +15,13 @@ import pytest
 from runner.broker.keys import CeleryKeys, QueueKeys
 from runner.context import JobContext
 from runner.errors import PermanentError, TransientError
-from runner.intake.process import Intakes
 from runner.registry import Registry, job
 from runner.resources import Resources
 from runner.retry import RetryPolicy
 from runner.settings import Settings
 from runner.status import JobStatus
 from runner.store.jobs import JobStore
-from tests.conftest import Celery, MakeSettings, RunWorker, wait_for
+from tests.conftest import Celery, MakeSettings, RunIntake, RunWorker, wait_for
 
 ran: list[str] = []
 
@@ -58,31 +57,14 @@ def settings(make_settings: MakeSettings) -> Settings:
     return make_settings(celery_intake=True, celery_result_expires_s=600)
 
 
-@pytest.fixture
-async def intake(settings: Settings) -> AsyncIterator[Callable[[], Awaitable[Intakes]]]:
-    started: list[tuple[Intakes, asyncio.Task[None]]] = []
-
-    async def start() -> Intakes:
-        intakes = Intakes(settings, REGISTRY)
-        task = asyncio.create_task(intakes.run())
-        started.append((intakes, task))
-        await asyncio.wait_for(intakes.ready.wait(), 30)
-        return intakes
-
-    yield start
-    for intakes, _ in started:
-        intakes.stop()
-    await asyncio.wait_for(asyncio.gather(*(t for _, t in started)), 30)
-
-
 def call(how: str, name: str, *args: Any, **options: Any) -> dict[str, Any]:
     return {"how": how, "name": name, "args": list(args), **options}
 
 
 async def test_delay_send_task_and_get_see_started_then_the_result(
-    celery: Celery, intake: Any, run_worker: RunWorker, resources: Resources
+    celery: Celery, run_intake: RunIntake, run_worker: RunWorker, resources: Resources
 ):
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     delayed, sent = await celery("send", orjson.dumps([call("delay", "legacy.add", 2, 3),
                                                        call("send_task", "legacy.add", 10, 20)]).decode())  # fmt: skip
@@ -95,7 +77,7 @@ async def test_delay_send_task_and_get_see_started_then_the_result(
 
 
 async def test_the_sender_sees_started_while_it_runs(
-    celery: Celery, intake: Any, run_worker: RunWorker, settings: Settings
+    celery: Celery, run_intake: RunIntake, run_worker: RunWorker, settings: Settings
 ):
     """task_track_started: STARTED is written when the job starts, before SUCCESS."""
 
@@ -105,22 +87,17 @@ async def test_the_sender_sees_started_while_it_runs(
         return "done"
 
     registry = Registry(specs=(slow,))
-    intakes = Intakes(settings, registry)
-    task = asyncio.create_task(intakes.run())
-    try:
-        await run_worker(registry)
-        [task_id] = await celery("send", orjson.dumps([call("delay", "legacy.slow", 3.0)]).decode())
-        got = await celery("get", task_id, "20")
-        assert got["result"] == "done" and got["states"][-2:] == ["STARTED", "SUCCESS"]
-    finally:
-        intakes.stop()
-        await task
+    await run_intake(registry)
+    await run_worker(registry)
+    [task_id] = await celery("send", orjson.dumps([call("delay", "legacy.slow", 3.0)]).decode())
+    got = await celery("get", task_id, "20")
+    assert got["result"] == "done" and got["states"][-2:] == ["STARTED", "SUCCESS"]
 
 
 async def test_a_failure_reaches_get_with_its_type_message_and_traceback(
-    celery: Celery, intake: Any, run_worker: RunWorker
+    celery: Celery, run_intake: RunIntake, run_worker: RunWorker
 ):
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     sent = [call("delay", "legacy.fail", "the moon is made of cheese")]
     [task_id] = await celery("send", orjson.dumps(sent).decode())
@@ -131,7 +108,7 @@ async def test_a_failure_reaches_get_with_its_type_message_and_traceback(
 
 
 async def test_countdown_and_priority_are_honoured(
-    celery: Celery, intake: Any, run_worker: RunWorker, settings: Settings, resources: Resources
+    celery: Celery, run_intake: RunIntake, run_worker: RunWorker, settings: Settings, resources: Resources
 ):
     """All sent before the intake starts: the priority-0 task is taken first, the countdown one waits."""
     before = len(ran)
@@ -142,7 +119,7 @@ async def test_countdown_and_priority_are_honoured(
     ]).decode())  # fmt: skip
     lists = CeleryKeys(settings.queue_name).lists
     assert await resources.redis.llen(lists[0]) == 2 and await resources.redis.llen(lists[3]) == 1
-    await intake()
+    await run_intake(REGISTRY)
     store = JobStore(resources.db)
     await wait_for(lambda: _rows_exist(resources, [low, high, later]))
     row = await store.get(later)
@@ -157,9 +134,9 @@ async def test_countdown_and_priority_are_honoured(
 
 
 async def test_unknown_names_pickles_and_bad_arguments_are_refused_where_the_sender_looks(
-    celery: Celery, intake: Any, resources: Resources
+    celery: Celery, run_intake: RunIntake, resources: Resources
 ):
-    await intake()
+    await run_intake(REGISTRY)
     unknown, pickled, wrong = await celery("send", orjson.dumps([
         call("delay", "no.such.task", 1),
         call("delay", "legacy.add", 1, 2, serializer="pickle"),
@@ -176,7 +153,7 @@ async def test_unknown_names_pickles_and_bad_arguments_are_refused_where_the_sen
 
 
 async def test_a_message_cut_short_is_redriven_and_runs_once(
-    intake: Any, run_worker: RunWorker, settings: Settings, resources: Resources, celery: Celery
+    run_intake: RunIntake, run_worker: RunWorker, settings: Settings, resources: Resources, celery: Celery
 ):
     """What a SIGKILL leaves behind at each step: a message in the processing list, alone (killed right
     after the claim) and with its row and job already written (killed before removing it). A new intake
@@ -184,7 +161,7 @@ async def test_a_message_cut_short_is_redriven_and_runs_once(
     [claimed, enqueued] = await celery("send", orjson.dumps([call("delay", "legacy.add", 4, 4),
                                                              call("delay", "legacy.add", 5, 5)]).decode())  # fmt: skip
     lists, processing = CeleryKeys(settings.queue_name).lists, QueueKeys.of(settings.queue_name).celery_intake
-    first = await intake()  # takes both, then we undo as a crash would leave it
+    first = await run_intake(REGISTRY)  # takes both, then we undo as a crash would leave it
     await wait_for(lambda: _rows_exist(resources, [claimed, enqueued]))
     first.stop()
     raw = await resources.redis.lrange(lists[0], 0, -1)
@@ -197,7 +174,7 @@ async def test_a_message_cut_short_is_redriven_and_runs_once(
     await resources.redis.zrem(QueueKeys.of(settings.queue_name).jobs, claimed)
     before = list(ran)
     await asyncio.sleep(0.3)
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     results = await asyncio.gather(celery("get", claimed, "20"), celery("get", enqueued, "20"))
     assert [r["result"] for r in results] == [8, 10]
@@ -225,10 +202,10 @@ def _message(task_id: str, name: str, args: list[Any]) -> bytes:
 
 
 async def test_retry_cancel_and_expiry_reach_the_sender(
-    celery: Celery, intake: Any, run_worker: RunWorker, resources: Resources, settings: Settings
+    celery: Celery, run_intake: RunIntake, run_worker: RunWorker, resources: Resources, settings: Settings
 ):
     """RETRY between tries, REVOKED for a job cancelled through the runner and for one that expired unrun."""
-    await intake()
+    await run_intake(REGISTRY)
     await run_worker(REGISTRY)
     flaky_id, sleeper, expired = await celery("send", orjson.dumps([
         call("delay", "legacy.flaky", "k"),
