@@ -16,8 +16,17 @@ import structlog
 __all__ = ["configure_logging"]
 
 
+_configured: tuple[str, str] | None = None
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Configure structlog and the stdlib root logger; safe to call again (tests, re-exec)."""
+    """Configure structlog and the stdlib root logger; safe to call again (tests, re-exec). Called again with
+    the same arguments it changes nothing: loggers cached on first use keep the processor list they were
+    made with, so a new list would leave them out of structlog.testing.capture_logs."""
+    global _configured
+    if _configured == (level, fmt) and structlog.is_configured():
+        return
+    _configured = (level, fmt)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -58,7 +58,7 @@ def network() -> Iterator[Network]:
 @pytest.fixture(scope="module")
 def server_host(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """Valkey and Postgres inside the server host's namespace, on its address; (REDIS_URL, DATABASE_URL)."""
-    configure_logging("INFO", "console")
+    configure_logging("INFO", "console")  # as the session's `servers` does (a no-op when it already has)
     data_dir = tmp_path_factory.mktemp("server-host")
     with NetnsValkey(data_dir, network) as redis, NetnsPostgres(data_dir, network) as postgres:
         yield redis.url, postgres.url

@@ -170,14 +170,20 @@ async def test_every_dashboard_page_loads_with_no_console_error_or_failed_reques
         "/ops/static/dashboard.js",
     ) in watch.requests
 
+    # Each click loads a page: let it finish (its deferred script too) before the next, as a person would;
+    # leaving sooner aborts the script's request, which the watch rightly counts as a failed request.
     await page.get_by_role("navigation").get_by_role("link", name="Stories").click()
+    await page.wait_for_load_state("networkidle")
     await page.locator(f'a.story-link[href$="{story_id}"]').click()
+    await page.wait_for_load_state("networkidle")
     await expect(page.locator("#story-status")).to_have_text("completed")
     await expect(page.locator("#scenes tbody tr")).to_have_count(2)
     await page.locator("a.field-link").first.click()  # a job's story_id links back to the story
     await expect(page).to_have_url(re.compile(rf"/ops/stories/{story_id}$"))
+    await page.wait_for_load_state("networkidle")
 
     await page.goto(f"{live_app}/ops/")
+    await page.wait_for_load_state("networkidle")
     await page.evaluate("window.notReloaded = true")
     await expect(page.locator("#overview .number").nth(3).locator(".value")).to_have_text("0")
     await client.enqueue("dashb.sleepy", job_id=f"nap-{uuid.uuid4().hex[:8]}", seconds=6)
