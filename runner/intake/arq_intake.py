@@ -25,15 +25,15 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from runner import envelope
-from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import ArqKeys
-from runner.errors import JobArgumentsError, PayloadError
+from runner.errors import JobArgumentsError, PayloadError, UnknownJobError
 from runner.fleet.metrics import INTAKE_MESSAGES
+from runner.intake.handover import Handover
 from runner.intake.results import ORIGIN
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import JobStatus
-from runner.store.jobs import JobStore, PendingJob, Transition
+from runner.store.jobs import Transition
 
 __all__ = ["ARQ_QUEUE", "PARKED_MS", "ArqIntake"]
 
@@ -52,9 +52,7 @@ class ArqIntake:
     def __init__(self, resources: Resources, specs: dict[str, JobSpec]) -> None:
         settings = resources.settings
         self._redis = resources.redis
-        self._store = JobStore(resources.db)
-        self._enqueuer = Enqueuer(resources.redis)
-        self._specs = specs
+        self._handover = Handover(resources, specs)
         self._queue = settings.queue_name
         self._arq = ArqKeys(settings.arq_queue_name)
         self._keep_result_ms = int(settings.keep_result_s * 1000)
@@ -111,25 +109,15 @@ class ArqIntake:
             return "expired"
         try:
             job = envelope.decode_job(payload)
-            spec = self._specs.get(job.name)
-            if spec is None:
-                raise PayloadError(f"no job named {job.name!r} is registered with this runner; known: "
-                                   f"{sorted(self._specs)}")  # fmt: skip
-            kwargs = spec.keywords(list(job.args), job.kwargs)
-            spec.bind((), kwargs)
-        except (PayloadError, JobArgumentsError) as exc:
+            spec, kwargs = self._handover.resolve(job.name, list(job.args), job.kwargs)
+        except (PayloadError, UnknownJobError, JobArgumentsError) as exc:
             await self._refuse(job_id, f"{type(exc).__name__}: {exc}")
             return "refused"
-        row = await self._store.get(job_id)
-        assert spec.queue is not None
         queued = False
-        if row is None or row.status is JobStatus.PENDING:
-            # Push, then record (they commute, as in JobClient.enqueue): the job starts without waiting for
-            # the row's commit. A second push is refused by the enqueue script, a second row by its key.
+        if not await self._handover.ran_before(job_id):  # else only parked: a crash came before parking
             meta = {ORIGIN: "arq", ARQ_QUEUE: self._arq.queue}
-            queued = await self._enqueuer.enqueue(spec.queue, job_id, job.name, kwargs, meta=meta,
-                                                  enqueued_ms=job.enqueue_time_ms or None)  # fmt: skip
-            await self._store.insert_pending(PendingJob(job_id, job.name, spec.queue, kwargs, spec.max_tries))
+            queued = await self._handover.hand_over(spec, job_id, kwargs, meta=meta,
+                                                    enqueued_ms=job.enqueue_time_ms or None)  # fmt: skip
         await self._redis.zadd(self._arq.queue, {job_id: time.time() * 1000 + PARKED_MS}, xx=True)
         return "taken" if queued else "duplicate"
 
@@ -144,7 +132,7 @@ class ArqIntake:
             pipe.delete(ArqKeys.job(job_id))
             pipe.zrem(self._arq.queue, job_id)
             await pipe.execute()
-        await self._store.move(Transition(job_id, JobStatus.FAILED, name="<arq>", queue=self._queue,
+        await self._handover.store.move(Transition(job_id, JobStatus.FAILED, name="<arq>", queue=self._queue,
                                           error=f"refused: {reason}"))  # fmt: skip
 
     async def _subscribe(self) -> PubSub | None:

@@ -21,16 +21,16 @@ from typing import Any
 import structlog
 
 from runner.broker import lua
-from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import CeleryKeys, QueueKeys
-from runner.errors import JobArgumentsError
+from runner.errors import JobArgumentsError, UnknownJobError
 from runner.fleet.metrics import INTAKE_MESSAGES
 from runner.intake.celery_message import CeleryTask, RefusedMessage, parse_message
+from runner.intake.handover import Handover
 from runner.intake.results import ORIGIN, celery_exception, celery_meta, celery_report
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import JobStatus
-from runner.store.jobs import JobStore, PendingJob, Transition
+from runner.store.jobs import Transition
 
 __all__ = ["REDRIVE_S", "CeleryIntake"]
 
@@ -47,9 +47,7 @@ class CeleryIntake:
     def __init__(self, resources: Resources, specs: dict[str, JobSpec]) -> None:
         settings = resources.settings
         self._redis = resources.redis
-        self._store = JobStore(resources.db)
-        self._enqueuer = Enqueuer(resources.redis)
-        self._specs = specs
+        self._handover = Handover(resources, specs)
         self._queue = settings.queue_name
         self._lists = CeleryKeys(self._queue).lists
         self._processing = QueueKeys.of(self._queue).celery_intake
@@ -117,35 +115,27 @@ class CeleryIntake:
         return await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
 
     async def _take(self, task: CeleryTask, *, redriven: bool) -> str:
-        spec = self._specs.get(task.name)
-        if spec is None:
-            raise RefusedMessage(f"Task of kind {task.name!r} is not registered with this runner; known: "
-                                 f"{sorted(self._specs)}", task_id=task.task_id, exc_type="NotRegistered")  # fmt: skip
+        try:
+            spec, kwargs = self._handover.resolve(task.name, task.args, task.kwargs)
+        except UnknownJobError as exc:
+            raise RefusedMessage(str(exc), task_id=task.task_id, exc_type="NotRegistered") from None
+        except JobArgumentsError as exc:
+            raise RefusedMessage(str(exc), task_id=task.task_id, exc_type="TypeError") from None
         if task.has_workflow:
             raise RefusedMessage("callbacks, chains and chords (Celery canvas) are not supported by this runner",
                                  task_id=task.task_id, exc_type="NotImplementedError")  # fmt: skip
-        try:
-            kwargs = spec.keywords(task.args, task.kwargs)
-            spec.bind((), kwargs)
-        except JobArgumentsError as exc:
-            raise RefusedMessage(str(exc), task_id=task.task_id, exc_type="TypeError") from None
         now = datetime.now(UTC)
         if task.expires is not None and task.expires <= now:
             await self._report(task.task_id, "REVOKED", celery_exception("TaskRevokedError", "expired"))
             await self._store_failed(task.task_id, task.name, f"expired at {task.expires.isoformat()} before it ran",
                                      JobStatus.CANCELLED)  # fmt: skip
             return "expired"
-        if redriven:  # fresh messages skip this round trip: no row can exist before we write it
-            row = await self._store.get(task.task_id)
-            if row is not None and row.status is not JobStatus.PENDING:
-                return "duplicate"  # handled before its message was dropped: it ran or runs under this id
+        # Fresh messages skip this round trip: no row can exist before we write it. A re-driven one may have
+        # been handed over before its message was dropped: it ran or runs under this id.
+        if redriven and await self._handover.ran_before(task.task_id):
+            return "duplicate"
         defer_s = max((task.eta - now).total_seconds(), 0.0) if task.eta else 0.0
-        assert spec.queue is not None
-        # Push, then record (they commute, as in JobClient.enqueue): the job starts without waiting for the
-        # row's commit. A second push is refused by the enqueue script, a second row by its key.
-        queued = await self._enqueuer.enqueue(spec.queue, task.task_id, task.name, kwargs, defer_s=defer_s,
-                                              meta={ORIGIN: "celery"})  # fmt: skip
-        await self._store.insert_pending(PendingJob(task.task_id, task.name, spec.queue, kwargs, spec.max_tries))
+        queued = await self._handover.hand_over(spec, task.task_id, kwargs, meta={ORIGIN: "celery"}, defer_s=defer_s)
         return "taken" if queued else "duplicate"
 
     async def _refuse(self, refused: RefusedMessage) -> None:
@@ -159,4 +149,4 @@ class CeleryIntake:
         await celery_report(self._redis, task_id, celery_meta(task_id, state, result), expires_s=self._expires_s)
 
     async def _store_failed(self, task_id: str, name: str, error: str, status: JobStatus) -> None:
-        await self._store.move(Transition(task_id, status, name=name, queue=self._queue, error=error))
+        await self._handover.store.move(Transition(task_id, status, name=name, queue=self._queue, error=error))
