@@ -7,16 +7,19 @@ after commit, so no worker can start a job whose rows are not yet visible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from runner import tracing
 from runner.broker.enqueue import Enqueuer
 from runner.broker.queue import request_abort
 from runner.context import CURRENT_JOB_ID
+from runner.errors import JobFailedError, ResourceNotOpenError
 from runner.registry import JobSpec
 from runner.resources import Resources
-from runner.status import TERMINAL
+from runner.status import TERMINAL, JobStatus
 from runner.store.jobs import Connection, JobRow, JobStore, PendingJob
 
 __all__ = ["EnqueueResult", "JobClient"]
@@ -24,9 +27,45 @@ __all__ = ["EnqueueResult", "JobClient"]
 
 @dataclass(frozen=True, slots=True)
 class EnqueueResult:
+    """What an enqueue did, and a handle on the job: `await result.status()`, `await result.result(timeout=...)`
+    (the job's return value; raises JobFailedError if it failed or was cancelled), `await result.cancel()`."""
+
     job_id: str
     recorded: bool  # a new status row was written
     queued: bool  # a new job entered Redis (False: one with this id was queued or finished already)
+    client: JobClient | None = field(default=None, repr=False, compare=False)
+
+    async def status(self) -> JobStatus | None:
+        """The job's status now (from its row); None if it has no row."""
+        row = await self._client().get(self.job_id)
+        return row.status if row is not None else None
+
+    async def result(self, timeout: float | None = None, *, poll_s: float = 0.05) -> Any:  # noqa: ASYNC109 - as Celery and arq ask
+        """Wait for the job to end and return its result; raise JobFailedError if it ended failed or cancelled,
+        TimeoutError if it has not ended within `timeout` seconds (None: wait as long as it takes)."""
+        client = self._client()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            row = await client.get(self.job_id)
+            if row is not None and row.status in TERMINAL:
+                if row.status is JobStatus.COMPLETED:
+                    return row.result
+                raise JobFailedError(self.job_id, row.status.value, row.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                now = row.status.value if row is not None else "unrecorded"
+                raise TimeoutError(f"job {self.job_id!r} is still {now} after {timeout:g}s")
+            wait = poll_s if deadline is None else min(poll_s, max(deadline - time.monotonic(), 0.0))
+            await asyncio.sleep(wait)
+            poll_s = min(poll_s * 2, 0.5)  # a quick job answers at once; a long one costs a read every 0.5 s
+
+    async def cancel(self) -> JobRow | None:
+        """Ask the workers to stop the job (see JobClient.request_cancel); its row as it is now."""
+        return await self._client().request_cancel(self.job_id)
+
+    def _client(self) -> JobClient:
+        if self.client is None:
+            raise ResourceNotOpenError("this EnqueueResult has no client: make it with JobClient.enqueue")
+        return self.client
 
 
 class JobClient:
@@ -55,7 +94,7 @@ class JobClient:
         with tracing.enqueue_span(name, job_id=job_id, queue=job.queue):
             queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs, meta=_meta(job.parent_id))
             recorded = await self.store.insert_pending(job)
-        return EnqueueResult(job_id, recorded, queued)
+        return EnqueueResult(job_id, recorded, queued, self)
 
     async def record(self, name: str, *, job_id: str, kwargs: dict[str, Any], conn: Connection | None = None) -> bool:
         """Validate the arguments and write the `pending` row (in `conn`'s transaction if given)."""

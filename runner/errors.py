@@ -4,6 +4,7 @@ RunnerError
 ├── ConfigError                 a setting is missing or wrong
 ├── ResourceNotOpenError        a resource was used before it was opened (`async with`)
 ├── StartupError                Redis or Postgres never answered during start-up
+├── JobFailedError              a job awaited through its handle ended failed or cancelled
 └── JobError                    raised by or around a job; decides retries
     ├── TransientError          worth retrying (timeouts, 429, 5xx, lost connections)
     │   └── RetryLaterError     not a failure (a busy shared limit): run again later, no try used
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "JobArgumentsError",
     "JobError",
+    "JobFailedError",
     "JobTimeoutError",
     "PayloadError",
     "PermanentError",
@@ -49,6 +51,16 @@ class ResourceNotOpenError(RunnerError):
 
 class StartupError(RunnerError):
     """Redis or Postgres did not answer within STARTUP_RETRY_S."""
+
+
+class JobFailedError(RunnerError):
+    """The job awaited (`EnqueueResult.result()`) ended failed or cancelled; `status` and `error` say how."""
+
+    def __init__(self, job_id: str, status: str, error: str | None) -> None:
+        super().__init__(f"job {job_id!r} ended {status}: {error or 'no error recorded'}")
+        self.job_id = job_id
+        self.status = status
+        self.error = error
 
 
 class JobError(RunnerError):
