@@ -14,7 +14,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -53,12 +53,19 @@ class JobSpec:
     # The names positional arguments take, in order, for producers that send them (a Celery `.delay(a, b)`,
     # an arq `enqueue_job(name, a, b)`); default: the keyword-only parameters in signature order.
     positional: tuple[str, ...] | None = None
+    # Periodic: enqueued once per tick of this cron expression across the whole fleet (5 fields, or 6 with
+    # seconds last), with its defaults as arguments; ticks missed while no worker ran are skipped, or with
+    # cron_missed="once" the latest of them runs once.
+    cron: str | None = None
+    cron_missed: Literal["skip", "once"] = "skip"
     _params: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict, compare=False, repr=False)
     _required: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def with_defaults(self, settings: Settings) -> JobSpec:
         """This spec with every unset limit filled in from settings and its signature read."""
         params, required = _read_signature(self.name, self.coroutine)
+        if self.cron is not None:
+            _check_cron(self.name, self.cron, required)
         timeout_s = self.timeout_s or settings.job_timeout_s
         # A job with its own hard limit keeps the global soft/hard proportion (3300/3600 by default).
         soft_s = self.soft_timeout_s or timeout_s * settings.job_soft_timeout_s / settings.job_timeout_s
@@ -72,6 +79,8 @@ class JobSpec:
             log_fields=self.log_fields,
             on_failure=self.on_failure,
             positional=self.positional,
+            cron=self.cron,
+            cron_missed=self.cron_missed,
             _params=params,
             _required=required,
         )
@@ -129,6 +138,8 @@ def job(
     log_fields: Iterable[str] = (),
     on_failure: FailureHook | None = None,
     positional: Iterable[str] | None = None,
+    cron: str | None = None,
+    cron_missed: Literal["skip", "once"] = "skip",
 ) -> Callable[[JobCoroutine], JobSpec]:
     """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome).
     A plain `def` becomes a job run in one of the worker's threads, under the same limits and retries."""
@@ -138,7 +149,7 @@ def job(
             raise ConfigError(f"job {name!r} must be an `async def` coroutine function or a plain `def`, got {fn!r}")
         coroutine = fn if inspect.iscoroutinefunction(fn) else _in_thread(fn)
         return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure,
-                       tuple(positional) if positional is not None else None)  # fmt: skip
+                       tuple(positional) if positional is not None else None, cron, cron_missed)  # fmt: skip
 
     return register
 
@@ -170,6 +181,15 @@ class Registry:
             if spec.name == name:
                 return spec
         raise UnknownJobError(f"no job named {name!r}; known jobs: {sorted(s.name for s in self.specs)}")
+
+
+def _check_cron(name: str, cron: str, required: frozenset[str]) -> None:
+    from croniter import croniter
+
+    if not croniter.is_valid(cron):
+        raise ConfigError(f"job {name!r}: cron={cron!r} is not a cron expression (5 fields, or 6 with seconds last)")
+    if required:
+        raise ConfigError(f"job {name!r} runs on a schedule, so it gets no arguments: give {sorted(required)} defaults")
 
 
 def _in_thread(fn: Callable[..., Any]) -> JobCoroutine:

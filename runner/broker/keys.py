@@ -21,6 +21,7 @@ stays in one Redis Cluster slot, and different queues spread over the slots. Eve
     runner:{q}:workers            sorted set of the queue's live workers, scored by their last heartbeat (ms)
     runner:{q}:worker:<worker>    a worker's JSON self-report (host, pid, jobs, memory, loop lag), short TTL
     runner:{q}:probe              a readiness check's harmless write (finds OOM, READONLY, MISCONF), expires at once
+    runner:{q}:cron:<name>        the last tick a periodic job was enqueued for (epoch s)
     runner:{q}:intake:celery      Celery messages the intake has taken and not yet handed to the runner
     <slot prefix>:{<name>}        slots of a shared limit held now, scored by expiry (see slots.py)
     <slot prefix>:{<name>}:minute the calls of the last minute
@@ -47,7 +48,8 @@ TRY_COUNTER_TTL_MS = 88_400_000  # a try counter outlives any job's retries (arq
 # The type (as TYPE names it) the runner keeps in each queue key, by the name after the hash tag.
 _TYPES = {"queue": "zset", "job": "string", "lease": "string", "try": "string", "result": "string",
           "abort": "zset", "drain": "zset", "wake": "list", "idle": "zset", "leases": "set", "inbox": "list",
-          "sweeper": "string", "workers": "zset", "worker": "string", "probe": "string", "intake": "list"}  # fmt: skip
+          "sweeper": "string", "workers": "zset", "worker": "string", "probe": "string", "intake": "list",
+          "cron": "string"}  # fmt: skip
 _QUEUE_KEY = re.compile(rf"^{NAMESPACE}:\{{[^}}]*\}}:([a-z]+)(?::|$)")
 
 
@@ -103,6 +105,9 @@ class QueueKeys:
     @property
     def abort(self) -> str:
         return f"{self.base}:abort"
+
+    def cron(self, name: str) -> str:
+        return f"{self.base}:cron:{name}"
 
     @property
     def celery_intake(self) -> str:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from runner.backoff import Backoff
 from runner.broker.queue import ClaimedJob, RedisQueue
 from runner.broker.server_errors import RefusalLog, explain
+from runner.client import JobClient
 from runner.fleet.metrics import REDIS_REFUSALS, WORKER_EXITS, WORKERS_ALIVE
 from runner.registry import Registry
 from runner.resources import Resources, open_resources
@@ -36,6 +37,7 @@ from runner.settings import Settings
 from runner.store.jobs import JobStore
 from runner.store.migrations import apply_migrations
 from runner.worker.execution import JobExecutor
+from runner.worker.periodic import Periodic
 from runner.worker.presence import Presence
 from runner.worker.side_tasks import SideTasks
 from runner.worker.sweeper import Sweeper
@@ -114,6 +116,11 @@ class Worker:
             side.start("lease-renewal", self._renew_leases(queue))
             side.start("sweeper", Sweeper(parts.resources, parts.executor, worker_id=self.worker_id).run_forever())
             side.start("abort-watch", self._watch_aborts(parts))
+            periodic = Periodic(
+                JobClient(parts.resources, parts.specs), parts.resources.redis, queue.queue, parts.specs
+            )
+            if periodic.jobs:
+                side.start("periodic", periodic.run_forever())
             presence = Presence(parts.resources.redis, queue.queue, self.worker_id, self._snapshot,
                                 host=self.settings.host_id)  # fmt: skip
             side.start("presence", presence.run_forever())
