@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )  # fmt: skip
     sweep_stale_after_s: float = Field(30, ge=0, description="a row unmoved this long is checked against Redis")
     keep_result_s: float = Field(3600, ge=0)
+    result_retention_s: float = Field(
+        30 * 86_400, ge=0, description="how long ended jobs' rows (results, attempts) stay in Postgres; 0: for ever"
+    )
     startup_retry_s: float = Field(60, ge=0, description="how long to retry Redis/Postgres at start-up")
     outage_retry_s: float = Field(60, ge=0, description="how long the runner's own writes ride out an outage")
 

@@ -35,6 +35,19 @@ VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6)
 ON CONFLICT (job_id) DO NOTHING
 """
 
+_FORGET_ENDED = """
+WITH gone AS (
+    DELETE FROM runner_jobs WHERE job_id IN (
+        SELECT job_id FROM runner_jobs
+        WHERE queue = $1 AND finished_at < $2 AND status = ANY($3::text[])
+        ORDER BY finished_at LIMIT $4
+    ) RETURNING job_id
+), attempts AS (
+    DELETE FROM runner_job_attempts WHERE job_id IN (SELECT job_id FROM gone)
+)
+SELECT count(*) FROM gone
+"""
+
 _REOPEN = """
 UPDATE runner_jobs SET status = 'pending', error = NULL, result = NULL, finished_at = NULL, updated_at = now()
 WHERE job_id = ANY($1::text[]) AND status = ANY($2::text[])
@@ -198,6 +211,12 @@ class JobStore:
     async def get(self, job_id: str) -> JobRow | None:
         record = await self._pool.fetchrow("SELECT * FROM runner_jobs WHERE job_id = $1", job_id)
         return JobRow.from_record(record) if record is not None else None
+
+    async def forget_ended(self, queue: str, before: datetime, limit: int) -> int:
+        """Delete up to `limit` of `queue`'s jobs that ended before `before`, with their attempts (result
+        retention); how many were deleted."""
+        deleted: int = await self._pool.fetchval(_FORGET_ENDED, queue, before, _TERMINAL, limit)
+        return deleted
 
     async def reopen(self, job_ids: Sequence[str]) -> list[JobRow]:
         """Send ended jobs back to `pending` for another run (an operator's retry): the one move out of a

@@ -6,6 +6,7 @@ when it has not moved for SWEEP_STALE_AFTER_S *and* Redis has neither its job no
     result in Redis   -> the job finished but its status write was lost: the row takes the result's outcome
     tries left        -> enqueued again under the same id, with the arguments kept on the row
     no tries left     -> failed with a reason, and the job's failure hook runs (its story says failed)
+It also forgets, a batch a sweep, the jobs that ended longer ago than RESULT_RETENTION_S (rows and attempts).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,7 +25,7 @@ from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import QueueKeys
 from runner.resources import Resources
 from runner.status import ACTIVE, JobStatus
-from runner.store.jobs import Transition
+from runner.store.jobs import JobStore, Transition
 from runner.worker.execution import JobExecutor
 
 __all__ = ["SweepReport", "Sweeper"]
@@ -43,6 +45,7 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
+    forgotten: int = 0  # ended jobs past RESULT_RETENTION_S, deleted with their attempts
 
 
 class Sweeper:
@@ -78,6 +81,7 @@ class Sweeper:
 
     async def sweep_once(self) -> SweepReport:
         report = SweepReport()
+        report.forgotten = await self._forget_old_results()
         rows = await self._resources.db.fetch(_STUCK, self._queue, sorted(ACTIVE), self._stale_s, self._batch)
         report.checked = len(rows)
         if not rows:
@@ -94,6 +98,17 @@ class Sweeper:
             log.warning("sweep_repaired", checked=report.checked, requeued=report.requeued,
                         failed=report.failed, resolved=report.resolved)  # fmt: skip
         return report
+
+    async def _forget_old_results(self) -> int:
+        """Result retention: delete a batch of this queue's ended jobs older than RESULT_RETENTION_S."""
+        retention_s = self._resources.settings.result_retention_s
+        if not retention_s:
+            return 0
+        before = datetime.now(UTC) - timedelta(seconds=retention_s)
+        forgotten = await JobStore(self._resources.db).forget_ended(self._queue, before, self._batch)
+        if forgotten:
+            log.info("results_forgotten", jobs=forgotten, older_than_s=retention_s)
+        return forgotten
 
     async def _repair(self, row: dict[str, Any], result: bytes | None, report: SweepReport) -> None:
         job_id, args = row["job_id"], orjson.loads(row["args"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import orjson
@@ -16,7 +17,7 @@ from runner.status import JobStatus
 from runner.store.jobs import JobStore, Transition
 from runner.worker.execution import JobExecutor
 from runner.worker.sweeper import Sweeper
-from tests.conftest import RunWorker, wait_for
+from tests.conftest import MakeSettings, RunWorker, wait_for
 from tests.integration.test_worker import REGISTRY, failures
 
 
@@ -91,3 +92,39 @@ async def test_recent_rows_are_left_alone(resources: Resources, settings: Settin
     await client.record("probe.record", job_id="fresh", kwargs={"tag": "fresh"})
     report = await sweeper.sweep_once()
     assert (report.checked, report.requeued) == (0, [])
+
+
+async def test_ended_jobs_past_the_retention_are_forgotten_with_their_attempts(
+    resources: Resources, make_settings: MakeSettings, run_worker: RunWorker
+):
+    """Result retention: rows (and attempts) of jobs that ended longer ago than RESULT_RETENTION_S go; newer
+    ones and active ones stay."""
+    settings = make_settings(result_retention_s=3600)
+    client = JobClient(resources, REGISTRY.resolved(settings))
+    q = settings.queue_name
+    await run_worker(REGISTRY, settings)
+    for n in range(3):
+        await client.enqueue("probe.record", job_id=f"{q}:old-{n}", tag="old")
+    await client.enqueue("probe.record", job_id=f"{q}:new", tag="new")
+    for job_id in (f"{q}:old-0", f"{q}:old-1", f"{q}:old-2", f"{q}:new"):
+
+        async def ended(job_id: str = job_id) -> bool:
+            row = await client.get(job_id)
+            return row is not None and row.status is JobStatus.COMPLETED
+
+        await wait_for(ended)
+    await client.record("probe.record", job_id=f"{q}:waiting", kwargs={"tag": "pending"})
+    await resources.db.execute(
+        "UPDATE runner_jobs SET finished_at = now() - interval '2 hours' WHERE job_id LIKE $1", f"{q}:old-%"
+    )
+    queue = RedisQueue(resources.redis, queue=q, worker_id="sweeper-test", lease_ttl_s=30)
+    async with JobExecutor(resources, None, REGISTRY.resolved(settings), queue, JobStore(resources.db)) as executor:
+        mine = dataclasses.replace(resources, settings=settings)  # this test's queue and retention
+        report = await Sweeper(mine, executor, worker_id="sweeper-test").sweep_once()
+    assert report.forgotten == 3
+    left = await resources.db.fetch("SELECT job_id FROM runner_jobs WHERE queue = $1 ORDER BY job_id", q)
+    assert [r["job_id"] for r in left] == [f"{q}:new", f"{q}:waiting"]
+    attempts = await resources.db.fetchval(
+        "SELECT count(*) FROM runner_job_attempts WHERE job_id LIKE $1", f"{q}:old-%"
+    )
+    assert attempts == 0
