@@ -23,6 +23,7 @@ EXECUTION = ROOT / "runner" / "worker" / "execution.py"
 
 ALERTS = {
     "RunnerRedisDown",
+    "RunnerRedisRefusing",
     "RunnerPostgresDown",
     "RunnerNoLiveWorker",
     "RunnerQueueBacklog",
