@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,27 +18,11 @@ from runner.ops.history import job_detail
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.acceptance import crashy_jobs
-from tests.acceptance.fleet import Fleet, assert_each_story_completed_once, lost_and_duplicated, now, until_stories
+from tests.acceptance.conftest import MakeFleet
+from tests.acceptance.fleet import assert_each_story_completed_once, lost_and_duplicated, now, until_stories
 from tests.conftest import Servers, wait_for
 
 pytestmark = pytest.mark.slow
-
-MakeFleet = Callable[..., Fleet]
-
-
-@pytest.fixture
-async def fleet(settings: Settings, tmp_path: Path) -> AsyncIterator[MakeFleet]:
-    """Make fleets for this test's queue; every one is killed at teardown if still running."""
-    made: list[Fleet] = []
-
-    def make(**env: Any) -> Fleet:
-        made.append(Fleet(settings, tmp_path, **env))
-        return made[-1]
-
-    make.made = made  # type: ignore[attr-defined]
-    yield make
-    for f in made:
-        f.close()
 
 
 def no_loss_no_duplicates(fleet: MakeFleet, story_ids: list[str]) -> str:

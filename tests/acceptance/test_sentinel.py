@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,12 @@ from runner.devservers import LOOPBACK, EmbeddedServerError
 from runner.resources import Resources, connect_redis
 from runner.settings import Settings
 from runner.store.jobs import JobStore
+from tests.acceptance.conftest import MakeFleet
 from tests.acceptance.fleet import Fleet, assert_each_story_completed_once, lost_and_duplicated, now, until_stories
 from tests.acceptance.sentinels import DOWN_AFTER_MS, MASTER_NAME, SentinelGroup, ask
 from tests.conftest import MakeSettings, wait_for
 
 pytestmark = pytest.mark.slow
-
-MakeFleet = Callable[..., Fleet]
 
 
 @pytest.fixture
@@ -56,21 +55,6 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def settings(make_settings: MakeSettings, group: SentinelGroup) -> Settings:
     """This test's settings, with Redis through the group's sentinels (no REDIS_URL)."""
     return make_settings(redis_url=None, redis_sentinels=group.sentinels_setting, redis_sentinel_master=MASTER_NAME)
-
-
-@pytest.fixture
-async def fleet(settings: Settings, tmp_path: Path) -> AsyncIterator[MakeFleet]:
-    """Make fleets (supervisor and workers, through the sentinels); each is killed at teardown."""
-    made: list[Fleet] = []
-
-    def make(**env: Any) -> Fleet:
-        made.append(Fleet(settings, tmp_path, **env))
-        return made[-1]
-
-    make.made = made  # type: ignore[attr-defined]
-    yield make
-    for f in made:
-        f.close()
 
 
 async def post_stories(api: httpx.AsyncClient, count: int) -> list[str]:

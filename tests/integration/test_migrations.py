@@ -30,13 +30,19 @@ async def test_concurrent_start_ups_apply_each_migration_once(fresh_database: st
     """Four pools (four starting processes) migrate at once: every migration is applied exactly once."""
     pools = [await asyncpg.create_pool(fresh_database, min_size=1, max_size=2) for _ in range(4)]
     try:
-        applied = await asyncio.gather(*(apply_migrations(pool, ["runner", "jobs"]) for pool in pools))
-        expected = len(load_migrations("runner")) + len(load_migrations("jobs"))
-        assert sorted(len(a) for a in applied) == [0, 0, 0, expected]
-        assert await apply_migrations(pools[0], ["runner", "jobs"]) == []
-        rows = await pools[0].fetch("SELECT namespace, version FROM schema_migrations ORDER BY 1, 2")
-        want = sorted((m.namespace, m.version) for p in ("runner", "jobs") for m in load_migrations(p))
-        assert [(r["namespace"], r["version"]) for r in rows] == want
-        assert await pools[0].fetchval("SELECT count(*) FROM runner_jobs") == 0
+        await assert_each_migration_applied_once(pools)
     finally:
         await asyncio.gather(*(pool.close() for pool in pools))
+
+
+async def assert_each_migration_applied_once(pools: list[asyncpg.Pool]) -> None:
+    """Four pools of one fresh database migrate at once: one applies every migration, the others none, and
+    a second run is a no-op (also used through PgBouncer: tests/integration/test_pgbouncer.py)."""
+    applied = await asyncio.gather(*(apply_migrations(pool, ["runner", "jobs"]) for pool in pools))
+    expected = len(load_migrations("runner")) + len(load_migrations("jobs"))
+    assert sorted(len(a) for a in applied) == [0] * (len(pools) - 1) + [expected]
+    assert await apply_migrations(pools[-1], ["runner", "jobs"]) == []
+    rows = await pools[0].fetch("SELECT namespace, version FROM schema_migrations ORDER BY 1, 2")
+    want = sorted((m.namespace, m.version) for p in ("runner", "jobs") for m in load_migrations(p))
+    assert [(r["namespace"], r["version"]) for r in rows] == want
+    assert await pools[0].fetchval("SELECT count(*) FROM runner_jobs") == 0

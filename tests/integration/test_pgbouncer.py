@@ -23,11 +23,12 @@ from runner.resources import Resources, connect_db, open_resources
 from runner.settings import Settings
 from runner.status import JobStatus
 from runner.store.jobs import JobStore, Transition
-from runner.store.migrations import apply_migrations, load_migrations
+from runner.store.migrations import apply_migrations
 from runner.worker.execution import JobExecutor
 from runner.worker.sweeper import Sweeper
 from tests.acceptance.test_cli import runner_cli
 from tests.conftest import MakeSettings, RunWorker, Servers, api_client, wait_for
+from tests.integration.test_migrations import assert_each_migration_applied_once
 from tests.integration.test_story_flow import post_story, until_story
 from tests.integration.test_worker import REGISTRY
 
@@ -126,14 +127,7 @@ async def test_concurrent_migrations_through_pgbouncer_apply_each_once(
     settings = make_settings(database_url=fresh_database, database_pooler="pgbouncer")
     pools = [await connect_db(settings, max_size=2) for _ in range(4)]
     try:
-        applied = await asyncio.gather(*(apply_migrations(pool, ["runner", "jobs"]) for pool in pools))
-        expected = len(load_migrations("runner")) + len(load_migrations("jobs"))
-        assert sorted(len(a) for a in applied) == [0, 0, 0, expected]
-        assert await apply_migrations(pools[1], ["runner", "jobs"]) == []
-        rows = await pools[0].fetch("SELECT namespace, version FROM schema_migrations ORDER BY 1, 2")
-        want = sorted((m.namespace, m.version) for p in ("runner", "jobs") for m in load_migrations(p))
-        assert [(r["namespace"], r["version"]) for r in rows] == want
-        assert await pools[0].fetchval("SELECT count(*) FROM runner_jobs") == 0
+        await assert_each_migration_applied_once(pools)
     finally:
         await asyncio.gather(*(pool.close() for pool in pools))
 
