@@ -26,6 +26,7 @@ import psutil
 
 from jobs import STORY_JOB, registry
 from jobs.repository import NewStory, StoryRepository
+from jobs.settings import StorySettings
 from runner.client import JobClient
 from runner.devservers import EmbeddedPostgres, EmbeddedValkey
 from runner.resources import open_resources
@@ -85,7 +86,7 @@ async def measure(label: str, base_env: dict[str, str], data_dir: Path, jobs: in
     env = {**base_env, "QUEUE_NAME": queue, "WORKERS": "1", "WORKER_CONCURRENCY": "20", "OFFLINE_LATENCY_MS": "0",
            "MAX_JOBS_PER_WORKER": str(recycle_after), "MAX_MEMORY_PER_WORKER_MB": "0", "LOG_LEVEL": "WARNING",
            "DATA_DIR": str(data_dir)}  # fmt: skip
-    settings = Settings(_env_file=None, redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"],
+    settings = StorySettings(_env_file=None, redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"],
                         queue_name=queue, data_dir=data_dir)  # fmt: skip
     ids = await enqueue_stories(settings, jobs)
     fleet = subprocess.Popen([sys.executable, "-m", "runner", "run", "--no-api"], cwd=ROOT, env=env,

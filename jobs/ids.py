@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["MEDIA_JOB", "STORY_JOB", "media_job_id", "story_job_id"]
+__all__ = ["COMPLETE_JOB", "MEDIA_JOB", "STORY_JOB", "media_group_id", "media_job_id", "story_job_id"]
 
 STORY_JOB = "story_task.generate"
 MEDIA_JOB = "media_task.generate"
+COMPLETE_JOB = "story_task.complete"  # the media group's join: completes or fails the story
 
 
 def story_job_id(story_id: uuid.UUID | str) -> str:
@@ -18,3 +19,8 @@ def story_job_id(story_id: uuid.UUID | str) -> str:
 def media_job_id(story_id: uuid.UUID | str, sequence: int) -> str:
     """One per scene, so a re-run of the story job cannot enqueue a scene's media twice."""
     return f"{MEDIA_JOB}:{story_id}:{sequence}"
+
+
+def media_group_id(story_id: uuid.UUID | str) -> str:
+    """The story's scene media jobs as one group (runner.group); its join's job id adds `:join`."""
+    return f"story_media:{story_id}"

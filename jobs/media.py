@@ -1,10 +1,10 @@
-"""The scene media job, `media_task.generate`: one per scene, fanned out by the story job, run
-concurrently across worker processes. It writes the scene's image prompt, makes the image and the
-narration together, stores both, and records them; the last scene to finish completes the story.
+"""The scene media job, `media_task.generate`: one per scene, fanned out by the story job as one group,
+run concurrently across worker processes. It writes the scene's image prompt, makes the image and the
+narration together, stores both, and records them. The group's join (jobs.completion) then completes
+the story, once every scene's job has ended.
 
-If a scene's media fails after its retries, its story is failed saying which scene and why, and the
-story's other media jobs are asked to stop; those that start anyway see the story is no longer
-`processing` and return at once.
+If a scene's media fails after its retries, the story's other media jobs are asked to stop at once, so
+the join runs promptly and fails the story saying which scene and why.
 """
 
 from __future__ import annotations
@@ -13,33 +13,40 @@ import asyncio
 import uuid
 from typing import Any
 
-from jobs.ids import MEDIA_JOB, media_job_id
+from jobs.ids import MEDIA_JOB, media_group_id
 from jobs.providers.base import SceneDraft, VisualProfile
-from jobs.repository import SceneOutcome, StoryStatus
+from jobs.repository import StoryStatus
 from jobs.services import StoryServices
 from runner.context import JobContext
 from runner.errors import PermanentError
 from runner.registry import job
 
-__all__ = ["fail_story_for_scene", "generate_scene_media"]
+__all__ = ["generate_scene_media", "stop_other_scenes"]
 
 
-async def fail_story_for_scene(ctx: JobContext, error: str) -> None:
-    """on_failure: the story fails naming the scene and the reason; its other media jobs are stopped."""
+async def stop_other_scenes(ctx: JobContext, error: str) -> None:
+    """on_failure: the story's other media jobs are stopped, so its join fails it now, naming this scene."""
     try:
-        story_id, sequence = uuid.UUID(str(ctx.kwargs["story_id"])), int(ctx.kwargs["sequence"])
+        story_id = uuid.UUID(str(ctx.kwargs["story_id"]))
     except (KeyError, ValueError):
-        return  # no usable story id in the payload: there is no story row to mark
-    services: StoryServices = ctx.services
-    reason = "cancelled" if error == "cancelled" else f"scene {sequence}: {error}"
-    if await services.stories.move(story_id, StoryStatus.FAILED, error=reason):
-        ctx.log.info("story_failed", story_id=str(story_id), error=reason)
-    scenes = await services.stories.scenes(story_id)
-    siblings = [media_job_id(story_id, s.sequence) for s in scenes if s.sequence != sequence]
-    await asyncio.gather(*(ctx.jobs.request_cancel(job_id) for job_id in siblings))
+        return  # no usable story id in the payload: its group cannot be named (the join still runs)
+    if not await _grouped(ctx, story_id):  # enqueued by a release before groups: fail the story the old way
+        reason = "cancelled" if error == "cancelled" else f"scene {ctx.kwargs.get('sequence')}: {error}"
+        services: StoryServices = ctx.services
+        if await services.stories.move(story_id, StoryStatus.FAILED, error=reason):
+            ctx.log.info("story_failed", story_id=str(story_id), error=reason)
+        return
+    stopped = await ctx.jobs.cancel_group(media_group_id(story_id))
+    ctx.log.info("other_scenes_stopped", story_id=str(story_id), jobs=len(stopped), error=error)
 
 
-@job(MEDIA_JOB, log_fields=("story_id", "sequence"), on_failure=fail_story_for_scene)
+async def _grouped(ctx: JobContext, story_id: uuid.UUID) -> bool:
+    """Whether the story's media jobs make a group (all do, but those enqueued by a release before groups,
+    which are still running across the upgrade: each of those completes or fails its story itself)."""
+    return await ctx.jobs.group_results(media_group_id(story_id)) is not None
+
+
+@job(MEDIA_JOB, log_fields=("story_id", "sequence"), on_failure=stop_other_scenes)
 async def generate_scene_media(ctx: JobContext, *, story_id: uuid.UUID, sequence: int) -> dict[str, Any]:
     services: StoryServices = ctx.services
     story = await services.stories.get(story_id)
@@ -55,12 +62,12 @@ async def generate_scene_media(ctx: JobContext, *, story_id: uuid.UUID, sequence
         draft = SceneDraft(title=scene.title, text=scene.text, image_prompt=scene.image_prompt)
         profile = VisualProfile.model_validate(story.visual_profile)
         image_prompt, image_key, audio_key = await _make_media(services, story_id, sequence, draft, profile)
-    outcome = await services.stories.finish_scene(
+    saved = await services.stories.save_scene_media(
         story_id, sequence, image_prompt=image_prompt, image_key=image_key, audio_key=audio_key
     )
-    if outcome is SceneOutcome.COMPLETED_STORY:
-        ctx.log.info("story_completed", completed_by_scene=sequence)
-    return {"story_id": str(story_id), "sequence": sequence, "outcome": outcome.value}
+    if saved and not await _grouped(ctx, story_id) and await services.stories.complete(story_id):
+        ctx.log.info("story_completed", completed_by_scene=sequence)  # the last of an ungrouped fan-out
+    return {"story_id": str(story_id), "sequence": sequence, "saved": saved}
 
 
 async def _make_media(

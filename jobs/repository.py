@@ -21,7 +21,6 @@ from runner.store.jobs import JobStore, PendingJob
 
 __all__ = [
     "NewStory",
-    "SceneOutcome",
     "SceneRecord",
     "StoryRecord",
     "StoryRepository",
@@ -42,14 +41,6 @@ _SOURCES: dict[StoryStatus, list[str]] = {
     StoryStatus.COMPLETED: ["processing"],
     StoryStatus.FAILED: ["pending", "processing"],
 }
-
-
-class SceneOutcome(StrEnum):
-    """What storing one scene's media did to its story."""
-
-    SAVED = "saved"  # stored; other scenes are still missing media
-    COMPLETED_STORY = "completed_story"  # this was the last scene: the story is now completed
-    STORY_NOT_PROCESSING = "story_not_processing"  # the story failed, completed or vanished meanwhile
 
 
 _SCENE_NAMESPACE = uuid.UUID("6f1d3c3e-4b0a-4d6e-9a53-53746f72794d")
@@ -209,22 +200,23 @@ class StoryRepository:
         )
         return SceneRecord(**dict(row)) if row is not None else None
 
-    async def finish_scene(
+    async def save_scene_media(
         self, story_id: uuid.UUID, sequence: int, *, image_prompt: str, image_key: str, audio_key: str
-    ) -> SceneOutcome:
-        """Store a scene's media and, if it was the last one missing, complete the story: one transaction
-        holding the story's row lock, so of two scenes finishing at once exactly one completes the story."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.fetchval("SELECT status FROM stories WHERE story_id = $1 FOR UPDATE", story_id)
-            if status != StoryStatus.PROCESSING:
-                return SceneOutcome.STORY_NOT_PROCESSING
-            await conn.execute(
-                "UPDATE scenes SET image_prompt = $3, image_key = $4, audio_key = $5, updated_at = now() "
-                "WHERE story_id = $1 AND sequence = $2",
-                story_id, sequence, image_prompt, image_key, audio_key,
-            )  # fmt: skip
-            completed = await conn.execute(_COMPLETE_IF_ALL_SCENES_DONE, story_id)
-        return SceneOutcome.COMPLETED_STORY if completed == "UPDATE 1" else SceneOutcome.SAVED
+    ) -> bool:
+        """Record a scene's media while its story is processing; False if the story failed, completed or
+        vanished meanwhile (nothing is written). The story is completed by its media group's join."""
+        result = await self._pool.execute(
+            "UPDATE scenes SET image_prompt = $3, image_key = $4, audio_key = $5, updated_at = now() "
+            "WHERE story_id = $1 AND sequence = $2 "
+            "AND EXISTS (SELECT 1 FROM stories WHERE story_id = $1 AND status = 'processing')",
+            story_id, sequence, image_prompt, image_key, audio_key,
+        )  # fmt: skip
+        return bool(result == "UPDATE 1")
+
+    async def complete(self, story_id: uuid.UUID) -> bool:
+        """Complete a processing story whose every scene has its media, its cover the first scene's image;
+        True if it moved."""
+        return bool(await self._pool.execute(_COMPLETE_IF_ALL_SCENES_DONE, story_id) == "UPDATE 1")
 
     async def delete_unstarted(self, story_id: uuid.UUID, job_id: str) -> None:
         """Undo `create` whose job never reached the queue: the story and its job's pending row, together."""
@@ -235,6 +227,11 @@ class StoryRepository:
     async def delete(self, story_id: uuid.UUID) -> bool:
         result = await self._pool.execute("DELETE FROM stories WHERE story_id = $1", story_id)
         return bool(result == "DELETE 1")
+
+    async def existing(self, story_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these stories have a row (the media clean-up's question; one indexed lookup)."""
+        rows = await self._pool.fetch("SELECT story_id FROM stories WHERE story_id = ANY($1::uuid[])", story_ids)
+        return {r["story_id"] for r in rows}
 
 
 _COMPLETE_IF_ALL_SCENES_DONE = """

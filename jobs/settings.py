@@ -21,6 +21,12 @@ class StorySettings(Settings):
     story_scenes: int = Field(5, ge=1, le=20, description="scenes the LLM is asked for")
     media_dir: Path | None = Field(None, description="where media files go; default DATA_DIR/media")
     media_base_url: str | None = Field(None, description="public URL of MEDIA_DIR; default: the API's /media")
+    # The clean-up of deleted stories' media (jobs/cleanup.py).
+    media_cleanup_cron: str = Field("17 3 * * *", description="when it runs (cron, UTC); '' for never")
+    media_cleanup_batch: int = Field(500, ge=1, description="story folders it removes at most per run")
+    media_cleanup_min_age_s: float = Field(
+        3600, ge=0, description="a folder changed more recently is left for a later run (a write may be under way)"
+    )
 
     # Story providers. "offline" is deterministic, local and fake; see jobs.providers.
     text_provider: Literal["offline", "openai"] = "offline"

@@ -77,6 +77,10 @@ class MediaStorage(Protocol):
         """Remove everything under the directory `prefix`; return how many files were removed."""
         ...
 
+    async def folders(self, prefix: str) -> list[tuple[str, float]]:
+        """The folders directly under the directory `prefix`, each with when it last changed (epoch s)."""
+        ...
+
 
 class LocalMediaStorage:
     """MediaStorage on the local filesystem under `root`."""
@@ -98,6 +102,9 @@ class LocalMediaStorage:
 
     async def delete_prefix(self, prefix: str) -> int:
         return await asyncio.to_thread(_delete_tree, self.root, self._path(prefix.rstrip("/")))
+
+    async def folders(self, prefix: str) -> list[tuple[str, float]]:
+        return await asyncio.to_thread(_folders, self.root, self._path(prefix.rstrip("/")))
 
 
 def _check_inside(root: Path, path: Path) -> None:
@@ -124,6 +131,14 @@ def _write_atomic(root: Path, path: Path, data: bytes) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _folders(root: Path, path: Path) -> list[tuple[str, float]]:
+    _check_inside(root, path)
+    if not path.is_dir():
+        return []
+    with os.scandir(path) as entries:  # a folder's mtime moves when a file is added, replaced or removed
+        return [(e.name, e.stat(follow_symlinks=False).st_mtime) for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def _delete_tree(root: Path, path: Path) -> int:

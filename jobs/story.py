@@ -1,8 +1,10 @@
 """The story job, `story_task.generate`: the old Celery pipeline's first half, as a coroutine.
 
 load the story -> mark it processing -> the LLM writes title and scenes -> save them -> visual profile
-and base style -> one `media_task.generate` job per scene (see jobs.media), which run concurrently;
-the last of them completes the story. A re-run reuses the saved draft instead of asking the LLM again.
+and base style -> one `media_task.generate` job per scene (see jobs.media), which run concurrently, as
+one group (runner.group) whose join, `story_task.complete` (jobs.completion), completes the story or
+fails it naming the scene. A re-run reuses the saved draft instead of asking the LLM again, and finds
+its group instead of making another.
 Any error that survives the retry policy marks the story failed with the error text (`on_failure`,
 which also covers hard timeouts, cancellation and bad payloads).
 
@@ -13,16 +15,16 @@ exist yet is then created from it, under the id they chose.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
-from jobs.ids import MEDIA_JOB, STORY_JOB, media_job_id
+from jobs.ids import COMPLETE_JOB, MEDIA_JOB, STORY_JOB, media_group_id, media_job_id
 from jobs.providers.conversations import transcript_prompt
 from jobs.repository import NewStory, StoryRecord, StoryStatus
 from jobs.services import StoryServices
 from runner.context import JobContext
 from runner.errors import PermanentError
+from runner.group import GroupMemberTakenError, JobCall
 from runner.registry import job
 
 __all__ = ["OLD_TASK_ARGS", "StoryNotFoundError", "generate_story", "mark_story_failed"]
@@ -74,11 +76,18 @@ async def generate_story(
         scene_count = len(draft.scenes)
     else:
         scene_count = len(saved[0].scenes)
-    await asyncio.gather(*(
-        ctx.jobs.enqueue(MEDIA_JOB, job_id=media_job_id(story_id, n), story_id=str(story_id), sequence=n)
+    scenes_media = [
+        JobCall(MEDIA_JOB, {"story_id": str(story_id), "sequence": n}, job_id=media_job_id(story_id, n))
         for n in range(1, scene_count + 1)
-    ))  # fmt: skip
-    ctx.log.info("scene_media_enqueued", scenes=scene_count, reused_draft=saved is not None)
+    ]
+    try:
+        group = await ctx.jobs.enqueue_group(
+            scenes_media, then=JobCall(COMPLETE_JOB, {"story_id": str(story_id)}), group_id=media_group_id(story_id)
+        )
+    except GroupMemberTakenError:  # its media jobs were enqueued, ungrouped, by a release before joins
+        ctx.log.info("scene_media_enqueued_before_groups", scenes=scene_count)  # they complete it (jobs.media)
+        return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}
+    ctx.log.info("scene_media_enqueued", scenes=scene_count, reused_draft=saved is not None, new_group=group.created)
     return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}
 
 

@@ -16,6 +16,7 @@ from runner.resources import Resources, open_resources
 from runner.retry import RetryPolicy
 from runner.settings import Settings
 from runner.status import JobStatus
+from runner.unique import Unique
 
 if TYPE_CHECKING:
     from runner.broker.slots import SlotHolder, SlotPool
@@ -38,6 +39,7 @@ __all__ = [
     "SlotPool",
     "SoftTimeLimitExceeded",
     "TransientError",
+    "Unique",
     "Worker",
     "job",
     "open_resources",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runner import tracing
@@ -17,10 +19,13 @@ from runner.broker.enqueue import Enqueuer
 from runner.broker.queue import request_abort
 from runner.context import CURRENT_JOB_ID
 from runner.errors import JobFailedError, ResourceNotOpenError
+from runner.group import GroupHandle, JobCall
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL, JobStatus
+from runner.store.groups import GroupResults, GroupStore, NewGroup, join_id_for
 from runner.store.jobs import Connection, JobRow, JobStore, PendingJob
+from runner.unique import Unique, UniqueMode, UniqueOutcome
 
 __all__ = ["EnqueueResult", "JobClient"]
 
@@ -34,6 +39,9 @@ class EnqueueResult:
     recorded: bool  # a new status row was written
     queued: bool  # a new job entered Redis (False: one with this id was queued or finished already)
     client: JobClient | None = field(default=None, repr=False, compare=False)
+    # Unique jobs (runner/unique.py): `job_id` is then the id of the job holding the key.
+    deduplicated: bool = False  # the key's job was returned; nothing was enqueued or recorded
+    debounced: bool = False  # the key's waiting job took these arguments and a start `unique_for_s` from now
 
     async def status(self) -> JobStatus | None:
         """The job's status now (from its row); None if it has no row."""
@@ -83,18 +91,59 @@ class JobClient:
         except KeyError:
             raise KeyError(f"no job named {name!r}; known jobs: {sorted(self._specs)}") from None
 
-    async def enqueue(self, name: str, *, job_id: str, **kwargs: Any) -> EnqueueResult:
+    async def enqueue(
+        self, name: str, *, job_id: str | None = None, unique_key: str | None = None,
+        unique_for_s: float | None = None, unique_mode: UniqueMode | None = None, **kwargs: Any,
+    ) -> EnqueueResult:  # fmt: skip
         """Push, then record, for callers with no rows of their own that the job must see.
 
         The push goes first, alone: the row insert and the worker's first status write commute (the
         insert does nothing if the worker got there first), so the job need not wait for the row, and
         sending both at once measurably delays the job's start on a small machine (the database's
-        wake-up competes with the worker's). A push that fails raises before any row is written."""
+        wake-up competes with the worker's). A push that fails raises before any row is written.
+
+        No `job_id`: a random one. `unique_key` (or the job's `@job(unique=...)`): one job per key within
+        `unique_for_s`, deduplicated or debounced by `unique_mode` (see runner.unique)."""
+        job_id = job_id or uuid.uuid4().hex
         job = self.pending(name, job_id=job_id, kwargs=kwargs)  # refuses bad arguments before any write
+        unique = self._unique(name, kwargs, unique_key, unique_for_s, unique_mode)
+        if unique is not None:
+            return await self._enqueue_unique(job, unique)
         with tracing.enqueue_span(name, job_id=job_id, queue=job.queue):
             queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs, meta=_meta(job.parent_id))
             recorded = await self.store.insert_pending(job)
         return EnqueueResult(job_id, recorded, queued, self)
+
+    def _unique(
+        self, name: str, kwargs: dict[str, Any], key: str | None, for_s: float | None, mode: UniqueMode | None
+    ) -> tuple[str, Unique] | None:
+        """The key and rule of a unique enqueue: the call's own, else the job's declared one; None if neither."""
+        declared = self.spec(name).unique
+        if declared is None:
+            if key is None and for_s is None and mode is None:
+                return None
+            if not key or for_s is None:
+                raise ValueError(f"job {name!r} declares no unique key: pass both unique_key and unique_for_s")
+            return key, Unique(key, for_s, mode or "dedupe")
+        rule = Unique(declared.key, for_s or declared.for_s, mode or declared.mode)
+        return key or declared.key_for(name, kwargs), rule
+
+    async def _enqueue_unique(self, job: PendingJob, unique: tuple[str, Unique]) -> EnqueueResult:
+        """One script call decides (see runner.unique); then the row: a new job's inserted, a debounced
+        job's given the new arguments, a deduplicated enqueue's none (no row is left `pending` behind)."""
+        key, rule = unique
+        with tracing.enqueue_span(job.name, job_id=job.job_id, queue=job.queue):
+            outcome, holder = await self._enqueuer.enqueue_unique(
+                job.queue, job.job_id, job.name, job.args, key=key, for_s=rule.for_s, mode=rule.mode,
+                meta=_meta(job.parent_id),
+            )  # fmt: skip
+            if outcome is UniqueOutcome.DEDUPLICATED:
+                return EnqueueResult(holder, False, False, self, deduplicated=True)
+            if outcome is UniqueOutcome.DEBOUNCED:
+                await self.store.replace_pending(replace(job, job_id=holder))
+                return EnqueueResult(holder, False, False, self, debounced=True)
+            recorded = await self.store.insert_pending(job)
+        return EnqueueResult(job.job_id, recorded, outcome is UniqueOutcome.QUEUED, self)
 
     async def record(self, name: str, *, job_id: str, kwargs: dict[str, Any], conn: Connection | None = None) -> bool:
         """Validate the arguments and write the `pending` row (in `conn`'s transaction if given)."""
@@ -126,6 +175,39 @@ class JobClient:
 
     async def get(self, job_id: str) -> JobRow | None:
         return await self.store.get(job_id)
+
+    # --- Fan-out and join (runner/group.py) ---------------------------------------------------------------
+
+    async def enqueue_group(
+        self, members: Sequence[JobCall], *, then: JobCall, group_id: str | None = None
+    ) -> GroupHandle:
+        """Enqueue `members`, and `then`, a callback run once when every member has ended (see runner.group).
+        The group and its members' rows are written in one transaction, then the members are pushed.
+
+        No `group_id`: a random one. Inside a job, give one made from the job's work, so that a re-run of
+        the job finds its group (and pushes only what never started) instead of making a second one."""
+        group_id = group_id or f"group:{uuid.uuid4().hex}"
+        jobs = [self.pending(m.name, job_id=m.job_id or f"{group_id}:{n}", kwargs=dict(m.kwargs))
+                for n, m in enumerate(members, 1)]  # fmt: skip
+        join = self.pending(then.name, job_id=join_id_for(group_id), kwargs=dict(then.kwargs))
+        ids = [j.job_id for j in jobs]
+        if then.job_id not in (None, join.job_id) or len({*ids, join.job_id}) != len(ids) + 1:
+            raise ValueError(f"group {group_id!r}: member ids must differ from each other and from the "
+                             f"callback's {join.job_id!r} (always <group_id>:join); got {ids}")  # fmt: skip
+        group = NewGroup(group_id, jobs, join, parent_id=CURRENT_JOB_ID.get())
+        created, to_push = await GroupStore(self._resources.db).create(group)
+        await asyncio.gather(*(self.push(j.name, job_id=j.job_id, kwargs=j.args) for j in to_push))
+        return GroupHandle(group_id, tuple(ids), EnqueueResult(join.job_id, False, False, self), created, self)
+
+    async def cancel_group(self, group_id: str) -> list[str]:
+        """Ask the workers to stop the group's members that have not ended; their ids."""
+        running = await GroupStore(self._resources.db).running(group_id)
+        await asyncio.gather(*(self.request_cancel(job_id) for job_id in running))
+        return running
+
+    async def group_results(self, group_id: str) -> GroupResults | None:
+        """The group's members and how each has ended so far; None if there is no such group."""
+        return await GroupStore(self._resources.db).results(group_id)
 
 
 def _meta(parent_id: str | None) -> dict[str, str] | None:

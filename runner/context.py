@@ -16,13 +16,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 import asyncpg
 import httpx
 import structlog
-from arq.connections import ArqRedis
 
+from runner.broker.connection import RedisClient
+from runner.errors import PermanentError
 from runner.resources import Resources
 from runner.settings import Settings
+from runner.store.groups import GroupResults, GroupStore
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from runner.client import EnqueueResult
+    from runner.group import GroupHandle, JobCall
     from runner.store.jobs import JobRow
 
 __all__ = ["CURRENT_JOB_ID", "JobActions", "JobContext"]
@@ -47,6 +52,20 @@ class JobActions(Protocol):
 
     async def get(self, job_id: str) -> JobRow | None:
         """A job's status row."""
+        ...
+
+    async def enqueue_group(
+        self, members: Sequence[JobCall], *, then: JobCall, group_id: str | None = None
+    ) -> GroupHandle:
+        """Enqueue a group of jobs and a callback run once when all have ended (see runner.group)."""
+        ...
+
+    async def cancel_group(self, group_id: str) -> list[str]:
+        """Ask the workers to stop the group's members that have not ended; their ids."""
+        ...
+
+    async def group_results(self, group_id: str) -> GroupResults | None:
+        """The group's members and how each has ended so far; None if there is no such group."""
         ...
 
 
@@ -79,6 +98,16 @@ class JobContext:
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self.sync_pool, call)
 
+    async def group(self) -> GroupResults:
+        """For a group's join callback (runner.group): every member and how it ended, in member order."""
+        groups = GroupStore(self.db)
+        group_id = await groups.group_of_join(self.job_id)
+        results = await groups.results(group_id) if group_id is not None else None
+        if results is None:
+            raise PermanentError(f"job {self.job_id!r} is no group's join callback: only the `then` job of "
+                                 "enqueue_group can read a group's ends with ctx.group()")  # fmt: skip
+        return results
+
     def past_soft_limit(self) -> bool:
         """True once the soft limit has passed: the cancellation the job sees is the runner's warning,
         not a shutdown. Clean up and re-raise; swallowing it lets the job run on until the hard limit."""
@@ -93,7 +122,7 @@ class JobContext:
         return self.resources.db
 
     @property
-    def redis(self) -> ArqRedis:
+    def redis(self) -> RedisClient:
         return self.resources.redis
 
     @property

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from runner.errors import ConfigError, JobArgumentsError, UnknownJobError
 from runner.retry import RetryPolicy
 from runner.settings import Settings
+from runner.unique import Unique
 
 if TYPE_CHECKING:
     from runner.context import JobContext
@@ -55,17 +56,24 @@ class JobSpec:
     positional: tuple[str, ...] | None = None
     # Periodic: enqueued once per tick of this cron expression across the whole fleet (5 fields, or 6 with
     # seconds last), with its defaults as arguments; ticks missed while no worker ran are skipped, or with
-    # cron_missed="once" the latest of them runs once.
-    cron: str | None = None
+    # cron_missed="once" the latest of them runs once. A function of the settings reads the expression from
+    # them at registry build (None or "": not scheduled).
+    cron: str | Callable[[Settings], str | None] | None = None
     cron_missed: Literal["skip", "once"] = "skip"
+    # One job per key within a window, deduplicated or debounced (runner/unique.py); an enqueue's own
+    # unique_key / unique_for_s / unique_mode take precedence.
+    unique: Unique | None = None
     _params: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict, compare=False, repr=False)
     _required: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def with_defaults(self, settings: Settings) -> JobSpec:
         """This spec with every unset limit filled in from settings and its signature read."""
         params, required = _read_signature(self.name, self.coroutine)
-        if self.cron is not None:
-            _check_cron(self.name, self.cron, required)
+        cron = (self.cron(settings) if callable(self.cron) else self.cron) or None
+        if cron is not None:
+            _check_cron(self.name, cron, required)
+        if self.unique is not None:
+            self.unique.check(self.name, params)
         timeout_s = self.timeout_s or settings.job_timeout_s
         # A job with its own hard limit keeps the global soft/hard proportion (3300/3600 by default).
         soft_s = self.soft_timeout_s or timeout_s * settings.job_soft_timeout_s / settings.job_timeout_s
@@ -79,8 +87,9 @@ class JobSpec:
             log_fields=self.log_fields,
             on_failure=self.on_failure,
             positional=self.positional,
-            cron=self.cron,
+            cron=cron,
             cron_missed=self.cron_missed,
+            unique=self.unique,
             _params=params,
             _required=required,
         )
@@ -138,8 +147,9 @@ def job(
     log_fields: Iterable[str] = (),
     on_failure: FailureHook | None = None,
     positional: Iterable[str] | None = None,
-    cron: str | None = None,
+    cron: str | Callable[[Settings], str | None] | None = None,
     cron_missed: Literal["skip", "once"] = "skip",
+    unique: Unique | None = None,
 ) -> Callable[[JobCoroutine], JobSpec]:
     """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome).
     A plain `def` becomes a job run in one of the worker's threads, under the same limits and retries."""
@@ -149,7 +159,7 @@ def job(
             raise ConfigError(f"job {name!r} must be an `async def` coroutine function or a plain `def`, got {fn!r}")
         coroutine = fn if inspect.iscoroutinefunction(fn) else _in_thread(fn)
         return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure,
-                       tuple(positional) if positional is not None else None, cron, cron_missed)  # fmt: skip
+                       tuple(positional) if positional is not None else None, cron, cron_missed, unique)  # fmt: skip
 
     return register
 
@@ -202,6 +212,9 @@ def _in_thread(fn: Callable[..., Any]) -> JobCoroutine:
     return run_in_thread
 
 
+_ENQUEUE_KEYWORDS = frozenset({"job_id", "unique_key", "unique_for_s", "unique_mode"})  # not job arguments
+
+
 def _read_signature(name: str, coroutine: JobCoroutine) -> tuple[dict[str, TypeAdapter[Any]], frozenset[str]]:
     hints = typing.get_type_hints(coroutine)
     params: dict[str, TypeAdapter[Any]] = {}
@@ -212,6 +225,9 @@ def _read_signature(name: str, coroutine: JobCoroutine) -> tuple[dict[str, TypeA
                 f"job {name!r}: parameter {param.name!r} must be keyword-only "
                 f"(write `async def fn(ctx, *, {param.name}: ...)`)"
             )
+        if param.name in _ENQUEUE_KEYWORDS:
+            raise ConfigError(f"job {name!r}: parameter {param.name!r} is one of JobClient.enqueue's own keywords "
+                              f"{sorted(_ENQUEUE_KEYWORDS)}; rename it")  # fmt: skip
         params[param.name] = TypeAdapter(hints.get(param.name, Any))
         if param.default is inspect.Parameter.empty:
             required.add(param.name)

@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bench.drivers.common import (
     LATENCY_KEY,
@@ -70,7 +71,7 @@ def check_alive(process: subprocess.Popen[bytes], log: Path) -> None:
         raise WorkerGone("bench.run, which started this driver, is gone")
 
 
-async def enqueue_many(client: JobClient, name: str, ids: list[str], **kwargs: object) -> None:
+async def enqueue_many(client: JobClient, name: str, ids: list[str], **kwargs: Any) -> None:
     for start in range(0, len(ids), 256):
         await asyncio.gather(*(client.enqueue(name, job_id=i, **kwargs) for i in ids[start : start + 256]))
 

@@ -22,6 +22,7 @@ stays in one Redis Cluster slot, and different queues spread over the slots. Eve
     runner:{q}:worker:<worker>    a worker's JSON self-report (host, pid, jobs, memory, loop lag), short TTL
     runner:{q}:probe              a readiness check's harmless write (finds OOM, READONLY, MISCONF), expires at once
     runner:{q}:cron:<name>        the last tick a periodic job was enqueued for (epoch s)
+    runner:{q}:unique:<name>:<key> the id of the job holding a unique key, for its window (see runner/unique.py)
     runner:{q}:intake:celery      Celery messages the intake has taken and not yet handed to the runner
     <slot prefix>:{<name>}        slots of a shared limit held now, scored by expiry (see slots.py)
     <slot prefix>:{<name>}:minute the calls of the last minute
@@ -49,7 +50,7 @@ TRY_COUNTER_TTL_MS = 88_400_000  # a try counter outlives any job's retries (arq
 _TYPES = {"queue": "zset", "job": "string", "lease": "string", "try": "string", "result": "string",
           "abort": "zset", "drain": "zset", "wake": "list", "idle": "zset", "leases": "set", "inbox": "list",
           "sweeper": "string", "workers": "zset", "worker": "string", "probe": "string", "intake": "list",
-          "cron": "string"}  # fmt: skip
+          "cron": "string", "unique": "string"}  # fmt: skip
 _QUEUE_KEY = re.compile(rf"^{NAMESPACE}:\{{[^}}]*\}}:([a-z]+)(?::|$)")
 
 
@@ -108,6 +109,10 @@ class QueueKeys:
 
     def cron(self, name: str) -> str:
         return f"{self.base}:cron:{name}"
+
+    def unique(self, name: str, key: str) -> str:
+        """A unique key of job `name`: its value is the id of the job holding it."""
+        return f"{self.base}:unique:{name}:{key}"
 
     @property
     def celery_intake(self) -> str:

@@ -18,7 +18,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from runner.status import TERMINAL, JobStatus, allowed_sources
 
-__all__ = ["Connection", "JobRow", "JobStore", "PendingJob", "Transition", "attempt_records", "collapse"]
+__all__ = ["Applied", "Connection", "JobRow", "JobStore", "PendingJob", "Transition", "attempt_records", "collapse"]
 
 # A connection a caller holds (its transaction), plain or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -33,6 +33,14 @@ _INSERT_PENDING = """
 INSERT INTO runner_jobs (job_id, name, queue, args, status, max_tries, parent_id)
 VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6)
 ON CONFLICT (job_id) DO NOTHING
+"""
+
+# A debounced job took new arguments (runner/unique.py): its row, still pending, shows them; if the first
+# enqueue's insert has not landed yet, this writes the row and that insert does nothing.
+_REPLACE_PENDING = """
+INSERT INTO runner_jobs AS j (job_id, name, queue, args, status, max_tries, parent_id)
+VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6)
+ON CONFLICT (job_id) DO UPDATE SET args = EXCLUDED.args, updated_at = now() WHERE j.status = 'pending'
 """
 
 _FORGET_ENDED = """
@@ -82,7 +90,7 @@ WITH moved AS (
         finished_at = EXCLUDED.finished_at,
         updated_at  = now()
     WHERE j.status = ANY($14::text[])
-    RETURNING 1
+    RETURNING j.job_id, j.status, j.result, j.error
 ), attempts AS (
     INSERT INTO runner_job_attempts AS a (job_id, attempt, started_at, worker, finished_at, outcome, error, traceback)
     SELECT r.job_id, r.attempt, to_timestamp(r.started_at), r.worker,
@@ -93,8 +101,15 @@ WITH moved AS (
         finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, error = EXCLUDED.error,
         traceback = EXCLUDED.traceback
     WHERE a.outcome IS NULL
+), ended AS (
+    -- A group member's end (runner.store.groups), in the statement that makes its row final: counted once.
+    UPDATE runner_group_members AS m
+    SET status = mv.status, result = mv.result, error = mv.error, ended_at = now()
+    FROM moved AS mv
+    WHERE m.job_id = mv.job_id AND mv.status = ANY($13::text[]) AND m.status IS NULL
+    RETURNING m.group_id
 )
-SELECT count(*) FROM moved
+SELECT (SELECT count(*) FROM moved) AS moved, ARRAY(SELECT DISTINCT group_id FROM ended) AS groups
 """
 
 
@@ -150,6 +165,14 @@ class JobRow:
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What a batch of transitions did: rows moved, and groups whose members ended (runner.store.groups)."""
+
+    moved: int
+    ended_groups: list[str]
+
+
 @dataclass(frozen=True)
 class Transition:
     """A status move for one job, with what is known about it at that moment."""
@@ -189,18 +212,29 @@ class JobStore:
         status = await executor.execute(_INSERT_PENDING, *job.params)
         return bool(status == "INSERT 0 1")
 
+    async def replace_pending(self, job: PendingJob) -> bool:
+        """Write a pending job's new arguments (or its row, if none yet); False if it has left `pending`."""
+        status = await self._pool.execute(_REPLACE_PENDING, *job.params)
+        return bool(status == "INSERT 0 1")
+
     async def move(self, t: Transition) -> bool:
         """Apply one transition if the row's status allows it; True if it was applied."""
         return await self.move_many([t]) == 1
 
     async def move_many(self, transitions: Sequence[Transition]) -> int:
         """Apply a batch of transitions in one statement; return how many rows moved."""
+        return (await self.apply(transitions)).moved
+
+    async def apply(self, transitions: Sequence[Transition]) -> Applied:
+        """Apply a batch of transitions in one statement: how many rows moved, and the groups a member of
+        which ended here (their joins are then written by runner.store.groups.GroupStore.write_joins)."""
         rows = collapse(transitions)
         columns = list(zip(*(_row(t) for t in rows), strict=True))
         records = attempt_records(transitions)
         attempts: list[Sequence[Any]] = list(zip(*records, strict=True)) if records else [()] * _ATTEMPT_FIELDS
-        moved: int = await self._pool.fetchval(_TRANSITIONS, *columns, _TERMINAL, _MOVABLE_FROM, *attempts)
-        return moved
+        record = await self._pool.fetchrow(_TRANSITIONS, *columns, _TERMINAL, _MOVABLE_FROM, *attempts)
+        assert record is not None
+        return Applied(record["moved"], list(record["groups"]))
 
     async def forget_pending(self, job_id: str, conn: Connection | None = None) -> bool:
         """Delete a row that never left `pending` (its enqueue was undone); True if one was deleted."""

@@ -31,6 +31,7 @@ from runner.resources import Resources
 from runner.status import JobStatus
 from runner.store.jobs import JobStore, Transition
 from runner.worker.batching import Batcher
+from runner.worker.joins import Joins
 from runner.worker.outage import ride_out
 from runner.worker.soft_limit import SoftLimit
 
@@ -101,6 +102,7 @@ class JobExecutor:
         self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
         self._finishes = Batcher[Finished]("finish", queue.finish_many, outage_s=outage_s)
+        self._joins = Joins(resources, outage_s=outage_s)
 
     async def __aenter__(self) -> JobExecutor:
         await self._status_writes.__aenter__()
@@ -117,7 +119,10 @@ class JobExecutor:
         return [t for t in (self._status_writes.task, self._finishes.task) if t is not None]
 
     async def _write_transitions(self, transitions: Sequence[Transition]) -> None:
-        await self._store.move_many(transitions)
+        applied = await self._store.apply(transitions)
+        # Before the members' Redis finish (acks-late): a worker that dies here re-runs them, and the
+        # sweeper writes any join its death left unwritten.
+        await self._joins.after_members_ended(applied.ended_groups)
 
     def abort(self, job_id: str, task: asyncio.Task[None]) -> None:
         """Cancel a running job at the user's request: it ends `cancelled`, its failure hook runs."""
@@ -375,7 +380,7 @@ class JobExecutor:
 
     def _foreign_run(self, claimed: ClaimedJob, prepared: _Prepared) -> ReportedRun | None:
         """The run to report to a foreign producer (a job an intake took in), else None."""
-        if not prepared.meta or not ForeignResults.wanted(prepared.meta):
+        if not prepared.meta or not self._foreign.wanted(prepared.meta):
             return None
         timeout_s = prepared.spec.timeout_s or 0.0
         return ReportedRun(claimed.job_id, prepared.meta, self._queue.worker_id, timeout_s)

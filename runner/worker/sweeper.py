@@ -6,7 +6,8 @@ when it has not moved for SWEEP_STALE_AFTER_S *and* Redis has neither its job no
     result in Redis   -> the job finished but its status write was lost: the row takes the result's outcome
     tries left        -> enqueued again under the same id, with the arguments kept on the row
     no tries left     -> failed with a reason, and the job's failure hook runs (its story says failed)
-It also forgets, a batch a sweep, the jobs that ended longer ago than RESULT_RETENTION_S (rows and attempts).
+It also forgets, a batch a sweep, the jobs that ended longer ago than RESULT_RETENTION_S (rows and attempts),
+and writes the join of any group whose last member ended while its writer died (runner.worker.joins).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import QueueKeys
 from runner.resources import Resources
 from runner.status import ACTIVE, JobStatus
+from runner.store.groups import GroupStore
 from runner.store.jobs import JobStore, Transition
 from runner.worker.execution import JobExecutor
+from runner.worker.joins import Joins
 
 __all__ = ["SweepReport", "Sweeper"]
 
@@ -46,6 +49,7 @@ class SweepReport:
     failed: list[str] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
     forgotten: int = 0  # ended jobs past RESULT_RETENTION_S, deleted with their attempts
+    joined: list[str] = field(default_factory=list)  # joins written here: their group's writer had died
 
 
 class Sweeper:
@@ -62,6 +66,7 @@ class Sweeper:
         self._stale_s = settings.sweep_stale_after_s
         self._batch = batch
         self._enqueuer = Enqueuer(resources.redis)
+        self._joins = Joins(resources, outage_s=settings.outage_retry_s)
 
     async def run_forever(self) -> None:
         while True:
@@ -82,6 +87,9 @@ class Sweeper:
     async def sweep_once(self) -> SweepReport:
         report = SweepReport()
         report.forgotten = await self._forget_old_results()
+        report.joined = await self._joins.repair(self._queue, self._batch)
+        if report.joined:
+            log.warning("sweep_joined", joins=report.joined)
         rows = await self._resources.db.fetch(_STUCK, self._queue, sorted(ACTIVE), self._stale_s, self._batch)
         report.checked = len(rows)
         if not rows:
@@ -106,6 +114,7 @@ class Sweeper:
             return 0
         before = datetime.now(UTC) - timedelta(seconds=retention_s)
         forgotten = await JobStore(self._resources.db).forget_ended(self._queue, before, self._batch)
+        await GroupStore(self._resources.db).forget_joined(self._queue, before, self._batch)
         if forgotten:
             log.info("results_forgotten", jobs=forgotten, older_than_s=retention_s)
         return forgotten
@@ -132,8 +141,9 @@ class Sweeper:
     async def _take_result(self, row: dict[str, Any], envelope: dict[str, Any]) -> None:
         success = bool(envelope.get("s"))
         status = JobStatus.COMPLETED if success else JobStatus.FAILED
-        await self._executor.store.move(Transition(
+        applied = await self._executor.store.apply([Transition(
             row["job_id"], status, name=row["name"], queue=self._queue, attempt=int(envelope.get("t") or 0),
             max_tries=row["max_tries"], result=envelope.get("r") if success else None,
             error=None if success else str(envelope.get("r")),
-        ))  # fmt: skip
+        )])  # fmt: skip
+        await self._joins.after_members_ended(applied.ended_groups)

@@ -294,7 +294,7 @@ async def test_hosts_keep_their_own_ids_and_metrics_and_share_the_sweeper_lock_a
     assert peak == pool_size, f"{peak} image slots held at once across the hosts, limit {pool_size}"
     assert len(lead_hosts) >= 2, f"the sweeper lock stayed on {lead_hosts}"
     assert all(gap > interval_s * 0.9 for gap in gaps), f"two sweepers led within one period: {gaps}"
-    assert counted == logged and sum(counted.values()) == len(story_ids) * 6
+    assert counted == logged and sum(counted.values()) == len(story_ids) * 7  # story, 5 scenes, the join
 
 
 def completed_jobs(metrics_text: str) -> int:

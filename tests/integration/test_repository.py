@@ -1,4 +1,4 @@
-"""Story rows: re-runs upsert, statuses only move forwards, and the last scene completes its story once."""
+"""Story rows: re-runs upsert, statuses only move forwards, and a story completes once all its scenes have media."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from jobs.providers.base import SceneDraft, StoryDraft, VisualProfile
-from jobs.repository import NewStory, SceneOutcome, StoryRepository, StoryStatus
+from jobs.repository import NewStory, StoryRepository, StoryStatus
 from runner.resources import Resources
 from runner.store.jobs import PendingJob
 
@@ -22,40 +22,33 @@ async def processing_story(stories: StoryRepository, resources: Resources, scene
     return story_id
 
 
-async def finish(stories: StoryRepository, story_id: uuid.UUID, n: int) -> SceneOutcome:
-    return await stories.finish_scene(story_id, n, image_prompt="p", image_key=f"i{n}.png", audio_key=f"a{n}.wav")
+async def finish(stories: StoryRepository, story_id: uuid.UUID, n: int) -> bool:
+    return await stories.save_scene_media(story_id, n, image_prompt="p", image_key=f"i{n}.png", audio_key=f"a{n}.wav")
 
 
-async def test_scenes_finishing_at_the_same_moment_complete_the_story_exactly_once(resources: Resources):
-    """All five scenes stored at once, 30 times over: each story is completed by exactly one of them."""
+async def test_a_story_completes_only_once_every_scene_has_its_media(resources: Resources):
+    """`complete` (the media group's join) refuses while a scene lacks media, then completes with the first
+    scene's image as cover; called again (or racing), it completes the story once."""
     stories = StoryRepository(resources.db)
-    for _ in range(30):
-        story_id = await processing_story(stories, resources, 5)
-        outcomes = await asyncio.gather(*(finish(stories, story_id, n) for n in range(1, 6)))
-        assert sorted(outcomes) == sorted([SceneOutcome.COMPLETED_STORY, *[SceneOutcome.SAVED] * 4])
-        story = await stories.get(story_id)
-        assert story is not None and (story.status, story.cover_image_key) == (StoryStatus.COMPLETED, "i1.png")
-
-
-async def test_last_two_scenes_racing_never_leave_the_story_processing(resources: Resources):
-    """With three scenes done, the last two finishing together always complete the story (no lost race)."""
-    stories = StoryRepository(resources.db)
-    for _ in range(30):
-        story_id = await processing_story(stories, resources, 5)
-        for n in (1, 2, 3):
-            await finish(stories, story_id, n)
-        outcomes = set(await asyncio.gather(finish(stories, story_id, 4), finish(stories, story_id, 5)))
-        assert outcomes == {SceneOutcome.COMPLETED_STORY, SceneOutcome.SAVED}
+    story_id = await processing_story(stories, resources, 3)
+    assert [await finish(stories, story_id, n) for n in (1, 2)] == [True, True]
+    assert not await stories.complete(story_id)
+    assert await finish(stories, story_id, 3)
+    assert sorted(await asyncio.gather(*(stories.complete(story_id) for _ in range(5)))) == [False] * 4 + [True]
+    story = await stories.get(story_id)
+    assert story is not None and (story.status, story.cover_image_key) == (StoryStatus.COMPLETED, "i1.png")
 
 
 async def test_scene_of_a_failed_story_does_not_complete_it(resources: Resources):
-    """A scene finishing after its story failed changes nothing and says so."""
+    """A scene finishing after its story failed writes nothing and says so; the story cannot complete."""
     stories = StoryRepository(resources.db)
     story_id = await processing_story(stories, resources, 1)
     assert await stories.move(story_id, StoryStatus.FAILED, error="scene 2: boom")
-    assert await finish(stories, story_id, 1) is SceneOutcome.STORY_NOT_PROCESSING
+    assert await finish(stories, story_id, 1) is False
+    assert not await stories.complete(story_id)
     story = await stories.get(story_id)
     assert story is not None and (story.status, story.error) == (StoryStatus.FAILED, "scene 2: boom")
+    assert [s.image_key for s in await stories.scenes(story_id)] == [None]
 
 
 async def test_statuses_only_move_forwards(resources: Resources):
@@ -63,6 +56,7 @@ async def test_statuses_only_move_forwards(resources: Resources):
     stories = StoryRepository(resources.db)
     story_id = await processing_story(stories, resources, 1)
     await finish(stories, story_id, 1)
+    assert await stories.complete(story_id)
     assert not await stories.move(story_id, StoryStatus.PROCESSING)
     assert not await stories.move(story_id, StoryStatus.FAILED, error="late")
     story = await stories.get(story_id)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from jobs import registry
 from jobs.providers.base import Media
@@ -23,6 +24,8 @@ from runner.registry import Registry
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.conftest import RunWorker, wait_for
+
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
 
 
 async def post_story(api: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
@@ -78,8 +81,17 @@ async def test_story_goes_from_post_to_completed_with_media(api: httpx.AsyncClie
         return [m["status"] for m in media] == ["completed"] * 5
 
     await wait_for(media_rows_completed, timeout=5)
-    outcomes = sorted(m["result"]["outcome"] for m in media)
-    assert outcomes == ["completed_story", "saved", "saved", "saved", "saved"]
+    assert [m["result"]["saved"] for m in media] == [True] * 5
+    join: dict[str, Any] = {}
+
+    async def join_completed() -> bool:  # the group's join completed the story, then its own row
+        nonlocal join
+        join = (await api.get(f"/jobs/story_media:{created['story_id']}:join")).json()
+        return join["status"] == "completed"
+
+    await wait_for(join_completed, timeout=5)
+    assert (join["name"], join["attempts"]) == ("story_task.complete", 1)
+    assert join["result"] == {"story_id": created["story_id"], "status": "completed"}
 
 
 def registry_with(**providers: Any) -> Registry:
@@ -269,3 +281,36 @@ async def test_provider_concurrency_limit_holds_across_a_story_fan_out(
     for story in created:
         assert (await until_story(api, story["story_id"], "completed", "failed"))["status"] == "completed"
     assert (images.calls, images.peak) == (10, 2)
+
+
+async def test_media_jobs_enqueued_before_groups_still_complete_or_fail_their_story(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """Across the upgrade to grouped media: scene jobs enqueued one by one by the previous release (no group,
+    no join) complete their story the old way, the last to save its media completing it; a failing one fails it."""
+    from jobs.ids import MEDIA_JOB, media_job_id
+    from jobs.repository import StoryRepository
+    from runner.client import JobClient
+    from tests.integration.test_repository import processing_story
+
+    stories = StoryRepository(resources.db)
+    client = JobClient(resources, registry.resolved(settings))
+    done = await processing_story(stories, resources, scenes=3)
+    broken = await processing_story(stories, resources, scenes=3)
+    calls = [(done, n) for n in (1, 2, 3)] + [(broken, 4)]  # the broken story has no scene 4: that job fails
+    await asyncio.gather(*(
+        client.enqueue(MEDIA_JOB, job_id=media_job_id(story_id, n), story_id=str(story_id), sequence=n)
+        for story_id, n in calls
+    ))  # fmt: skip
+    await run_worker(registry)
+
+    async def ended(story_id: uuid.UUID) -> bool:
+        story = await stories.get(story_id)
+        return story is not None and story.status.value in ("completed", "failed")
+
+    await wait_for(lambda: ended(done))
+    await wait_for(lambda: ended(broken))
+    completed, failed = await stories.get(done), await stories.get(broken)
+    assert completed is not None and completed.status.value == "completed" and completed.cover_image_key is not None
+    assert failed is not None and failed.status.value == "failed"
+    assert failed.error is not None and failed.error.startswith("scene 4: PermanentError"), failed.error

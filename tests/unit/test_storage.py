@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,16 @@ async def test_delete_prefix_rejects_unsafe_prefixes(storage: LocalMediaStorage,
 )
 def test_content_type_for(key: str, expected: str) -> None:
     assert content_type_for(key) == expected
+
+
+async def test_folders_lists_the_folders_under_a_prefix_with_their_change_time(storage: LocalMediaStorage) -> None:
+    """Folders only (files beside them are not listed), each with its mtime; a missing prefix has none."""
+    await storage.put("stories/one/scene-01.png", b"x", "image/png")
+    await storage.put("stories/two/scene-01.png", b"x", "image/png")
+    await storage.put("stories/loose.png", b"x", "image/png")
+    os.utime(storage.root / "stories" / "one", (1_000_000, 1_000_000))
+    assert sorted(await storage.folders("stories")) == [
+        ("one", 1_000_000),
+        ("two", (storage.root / "stories" / "two").stat().st_mtime),
+    ]
+    assert await storage.folders("nothing/here") == []
