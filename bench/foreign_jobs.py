@@ -13,7 +13,7 @@ STARTED_KEY = "bench:foreign:{origin}"  # a list of seconds from send to start, 
 
 @job("bench.stamp", positional=("origin", "sent"))
 async def stamp(ctx: JobContext, *, origin: str, sent: float) -> None:
-    await ctx.redis.execute_command("RPUSH", STARTED_KEY.format(origin=origin), time.time() - sent)  # type: ignore[no-untyped-call]
+    await ctx.redis.execute_command("RPUSH", STARTED_KEY.format(origin=origin), time.time() - sent)
 
 
 registry = Registry(specs=(stamp,))

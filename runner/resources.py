@@ -16,12 +16,10 @@ from typing import TypeVar
 import asyncpg
 import httpx
 import structlog
-from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.exceptions import RedisError
 
-from runner import envelope
 from runner.backoff import Backoff, retry_with_backoff
-from runner.broker.sentinel import connect_master
+from runner.broker.connection import RedisClient, connect_redis
 from runner.errors import ConfigError, StartupError
 from runner.settings import Settings
 
@@ -38,7 +36,7 @@ class Resources:
 
     settings: Settings
     db: asyncpg.Pool
-    redis: ArqRedis
+    redis: RedisClient
     http: httpx.AsyncClient
 
 
@@ -47,8 +45,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open every process resource, retrying start-up connections; close them all on exit."""
     if not settings.redis_configured or not settings.database_url:
         raise ConfigError(
-            "REDIS_URL (or REDIS_SENTINELS) and DATABASE_URL must be set before opening resources; "
-            "`python -m runner run` starts embedded servers and sets them when they are unset"
+            "REDIS_URL (or REDIS_SENTINELS, REDIS_CLUSTER_NODES) and DATABASE_URL must be set before opening "
+            "resources; `python -m runner run` starts embedded servers and sets them when they are unset"
         )
     async with AsyncExitStack() as stack:
         db = await _retry_startup("postgres", settings, lambda: _create_db_pool(settings))
@@ -61,23 +59,6 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
         stack.push_async_callback(_bounded_close, "http", http.aclose())
         yield Resources(settings=settings, db=db, redis=redis, http=http)
-
-
-async def connect_redis(settings: Settings) -> ArqRedis:
-    """An arq Redis pool speaking JSON (never arq's pickle default); with REDIS_SENTINELS, of the master
-    that the sentinels name, asked again by each new connection (runner.broker.sentinel)."""
-    if settings.redis_sentinels:
-        return await connect_master(settings)
-    assert settings.redis_url is not None
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    redis_settings.conn_retries = 0  # our own start-up retry logs and bounds the wait
-    pool: ArqRedis = await create_pool(
-        redis_settings,
-        job_serializer=envelope.serialize,
-        job_deserializer=envelope.deserialize,
-        default_queue_name=settings.queue_name,
-    )
-    return pool
 
 
 async def _create_db_pool(settings: Settings) -> asyncpg.Pool:

@@ -15,9 +15,9 @@ from collections.abc import Awaitable
 from typing import Any, Literal
 
 import asyncpg
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from runner.broker.connection import RedisClient
 from runner.broker.keys import QueueKeys
 from runner.broker.server_errors import RedisRefusedError, Refusal, RefusalKind, classify, wrong_keys
 
@@ -45,7 +45,7 @@ def unavailable_server(exc: BaseException) -> Server | None:
 
 
 async def check_servers(
-    redis: Redis, db: asyncpg.Pool, *, queue: str | None = None, timeout_s: float = 2.0
+    redis: RedisClient, db: asyncpg.Pool, *, queue: str | None = None, timeout_s: float = 2.0
 ) -> dict[Server, str]:
     """Each server's state: "ok", "down: <error>", or for Redis "refused: <kind> <what to do>" (a round
     trip each, bounded by `timeout_s`). Without `queue`, Redis gets a PING; with it, one pipeline that also
@@ -69,7 +69,7 @@ async def check_servers(
 _PROBE_TTL_MS = 1000
 
 
-async def _probe_redis(redis: Redis, keys: QueueKeys) -> None:
+async def _probe_redis(redis: RedisClient, keys: QueueKeys) -> None:
     """Raise what Redis refuses: a shared key of the wrong type first, else the probe write's error."""
     async with redis.pipeline(transaction=False) as pipe:
         for key in keys.shared:

@@ -7,21 +7,22 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "sentinel_addresses"]
+__all__ = ["Settings", "server_addresses"]
 
 
-def sentinel_addresses(value: str) -> list[tuple[str, int]]:
-    """REDIS_SENTINELS ("host:port,host:port,...", an IPv6 host in brackets) as (host, port) pairs."""
+def server_addresses(value: str, setting: str = "REDIS_SENTINELS") -> list[tuple[str, int]]:
+    """REDIS_SENTINELS or REDIS_CLUSTER_NODES ("host:port,host:port,...", an IPv6 host in brackets) as
+    (host, port) pairs."""
     found = []
     for entry in (e.strip() for e in value.split(",")):
         host, _, port = entry.rpartition(":")
         host = host.removeprefix("[").removesuffix("]")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(
-                "REDIS_SENTINELS must be a comma-separated list of host:port (e.g. 10.0.0.1:26379,10.0.0.2:26379,"
+                f"{setting} must be a comma-separated list of host:port (e.g. 10.0.0.1:26379,10.0.0.2:26379,"
                 f"10.0.0.3:26379); {entry!r} is not a host and a port 1-65535: fix that entry"
             )
         found.append((host, int(port)))
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
         "(REDIS_URL, if set, then gives only the database, user, password and TLS)",
     )  # fmt: skip
     redis_sentinel_master: str = Field("mymaster", min_length=1, description="the master's name in Sentinel")
+    redis_cluster_nodes: str | None = Field(
+        None, description="use Redis Cluster: host:port,host:port,... of some of its nodes (the client learns the "
+        "rest); REDIS_URL, if set, then gives only the user, password and TLS",
+    )  # fmt: skip
     data_dir: Path = Path(".data")
     embedded_redis_port: int = Field(6390, ge=1, le=65535)
     embedded_postgres_port: int = Field(5440, ge=1, le=65535)
@@ -127,21 +132,32 @@ class Settings(BaseSettings):
     )
     intake_poll_s: float = Field(0.02, gt=0, description="an intake's poll when Redis cannot notify it")
 
-    @field_validator("redis_sentinels")
+    @field_validator("redis_sentinels", "redis_cluster_nodes")
     @classmethod
-    def _sentinels_are_addresses(cls, value: str | None) -> str | None:
+    def _addresses(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or not value.strip():
             return None  # REDIS_SENTINELS= (empty) is unset
-        sentinel_addresses(value)  # raises, naming the entry that is not host:port
+        server_addresses(value, setting=(info.field_name or "").upper())  # raises, naming the bad entry
         return value
 
     @property
     def redis_configured(self) -> bool:
-        """Whether a Redis is given (REDIS_URL or REDIS_SENTINELS); if not, an embedded one is started."""
-        return bool(self.redis_url or self.redis_sentinels)
+        """Whether a Redis is given (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES); if not, an embedded
+        one is started."""
+        return bool(self.redis_url or self.redis_sentinels or self.redis_cluster_nodes)
 
     @model_validator(mode="after")
     def _limits_agree(self) -> Settings:
+        if self.redis_sentinels and self.redis_cluster_nodes:
+            raise ValueError(
+                "REDIS_SENTINELS and REDIS_CLUSTER_NODES are both set: a Redis is either watched by sentinels or a "
+                "cluster; unset the one that does not describe yours"
+            )
+        if self.redis_cluster_nodes and (self.celery_intake or self.arq_intake):
+            raise ValueError(
+                "CELERY_INTAKE and ARQ_INTAKE need a single Redis or Sentinel: Celery's and arq's keys are not "
+                "under one hash tag, so a cluster cannot serve them; move the old producers over on one Redis first"
+            )
         if self.job_soft_timeout_s > self.job_timeout_s:
             raise ValueError(
                 f"JOB_SOFT_TIMEOUT_S ({self.job_soft_timeout_s}) must not exceed "

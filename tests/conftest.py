@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -22,9 +23,14 @@ from runner.resources import Resources, open_resources
 from runner.settings import Settings
 from runner.store.migrations import apply_migrations
 from runner.worker.worker import Worker
+from tests.redis_cluster import RedisClusterGroup
 
 if TYPE_CHECKING:
     from runner.intake.process import Intakes
+
+# A project of its own (its pytest.ini, none of these fixtures): tests/integration/test_example_app.py runs it as
+# its own pytest, so this collection skips it.
+collect_ignore = ["example_app"]
 
 
 @dataclass(frozen=True)
@@ -43,17 +49,63 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(redis, postgres, data_dir)
 
 
+@dataclass(frozen=True)
+class ClusterServers:
+    redis: RedisClusterGroup
+    database_url: str  # a database of its own: a test's second run reuses its fixed job ids
+
+
+@pytest.fixture(scope="session")
+def cluster_servers(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """A real Redis Cluster (three masters, each with a replica) for the session, started on first use, and a
+    Postgres database of its own on the session's server."""
+
+    async def create_database() -> None:
+        conn = await asyncpg.connect(servers.postgres.url)
+        try:
+            await conn.execute("DROP DATABASE IF EXISTS on_cluster")
+            await conn.execute("CREATE DATABASE on_cluster")
+        finally:
+            await conn.close()
+
+    asyncio.run(create_database())
+    group = RedisClusterGroup(tmp_path_factory.mktemp("cluster"))
+    try:
+        group.start()
+        yield ClusterServers(group, servers.postgres.url.rsplit("/", 1)[0] + "/on_cluster")
+    finally:
+        group.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `also_on_cluster` runs on the single Valkey and again on the Redis Cluster."""
+    if "redis_topology" in metafunc.fixturenames and metafunc.definition.get_closest_marker("also_on_cluster"):
+        metafunc.parametrize("redis_topology", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def redis_topology(request: pytest.FixtureRequest) -> str:
+    """ "single" (the session's Valkey), or "cluster" for the second run of an `also_on_cluster` test."""
+    return str(getattr(request, "param", "single"))
+
+
 MakeSettings = Callable[..., Settings]
 
 
 @pytest.fixture
-def make_settings(servers: Servers, tmp_path: Path) -> MakeSettings:
-    """Settings pointing at the session servers, with a queue of this test's own."""
+def make_settings(
+    servers: Servers, tmp_path: Path, redis_topology: str, request: pytest.FixtureRequest
+) -> MakeSettings:
+    """Settings pointing at the session servers (or the session's Redis Cluster), with a queue of this test's own."""
+    where: dict[str, Any] = {"redis_url": servers.redis.url, "database_url": servers.postgres.url}
+    if redis_topology == "cluster":
+        cluster: ClusterServers = request.getfixturevalue("cluster_servers")
+        where = {"redis_url": None, "redis_cluster_nodes": cluster.redis.nodes_setting,
+                 "database_url": cluster.database_url}  # fmt: skip
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "redis_url": servers.redis.url,
-            "database_url": servers.postgres.url,
+            **where,
             "data_dir": tmp_path,
             "queue_name": (queue := f"test:{uuid.uuid4().hex[:10]}"),
             "slot_prefix": f"runner:slots:{queue}",  # provider slots of one test never starve another

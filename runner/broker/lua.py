@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 
 from runner.broker import server_errors
+from runner.broker.connection import RedisClient
 
 __all__ = ["Call", "register", "run_many", "source"]
 
@@ -35,13 +35,14 @@ def source(name: str) -> str:
     return resources.files("runner.broker").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def register(redis: Redis, name: str) -> AsyncScript:
+def register(redis: RedisClient, name: str) -> AsyncScript:
     """The script `name` bound to `redis` (loaded on first use, reloaded if Redis forgot it)."""
-    script: AsyncScript = redis.register_script(source(name))
+    # redis-py types a script's client as Redis; the cluster client runs it too (routed by its first key).
+    script: AsyncScript = redis.register_script(source(name))  # type: ignore[misc]
     return script
 
 
-async def run_many(redis: Redis, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
+async def run_many(redis: RedisClient, script: AsyncScript, calls: Sequence[Call]) -> list[Any]:
     """Run `script` once per (keys, args) call, in order, in one round trip; return each call's reply
     or the exception it raised (a per-call error does not stop the others; a connection error raises)."""
     if len(calls) == 1:  # no pipeline needed; the Script object handles NOSCRIPT itself
@@ -65,10 +66,12 @@ async def run_many(redis: Redis, script: AsyncScript, calls: Sequence[Call]) -> 
     return replies
 
 
-async def _evalsha_all(redis: Redis, sha: str, calls: Sequence[Call]) -> list[Any]:
+async def _evalsha_all(redis: RedisClient, sha: str, calls: Sequence[Call]) -> list[Any]:
     async with redis.pipeline(transaction=False) as pipe:
         for keys, args in calls:
-            pipe.evalsha(sha, len(keys), *keys, *args)
+            # As a plain command: redis-py's cluster pipeline refuses its evalsha() (it cannot tell a script's
+            # keys), yet routes EVALSHA by the keys it names, as every call of ours names its queue's keys.
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
     for reply in replies:
         if _is_connection_error(reply):

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from runner.broker import lua
+from runner.broker.connection import RedisClient
 from runner.broker.keys import TRY_COUNTER_TTL_MS, QueueKeys
 
 __all__ = [
@@ -61,7 +60,7 @@ class QueueDepth:
     due: int  # due now
 
 
-async def queue_depth(redis: Redis, queue: str) -> QueueDepth:
+async def queue_depth(redis: RedisClient, queue: str) -> QueueDepth:
     """How many jobs the queue holds, and how many of them are due now (one round trip)."""
     key = QueueKeys.of(queue).jobs
     async with redis.pipeline(transaction=False) as pipe:
@@ -71,7 +70,7 @@ async def queue_depth(redis: Redis, queue: str) -> QueueDepth:
     return QueueDepth(int(total), int(due))
 
 
-async def oldest_waiting_age_s(redis: Redis, queue: str) -> float:
+async def oldest_waiting_age_s(redis: RedisClient, queue: str) -> float:
     """Seconds since the oldest due job that no worker holds fell due; 0 when none waits. A running job stays
     in the queue (leased) until it ends, so leased ones are skipped. Past _SCAN_MAX running jobs, the age of
     the last one looked at (an upper bound)."""
@@ -89,17 +88,17 @@ async def oldest_waiting_age_s(redis: Redis, queue: str) -> float:
     return max(now_ms - due_ms, 0) / 1000
 
 
-async def request_abort(redis: Redis, queue: str, job_id: str) -> None:
+async def request_abort(redis: RedisClient, queue: str, job_id: str) -> None:
     """Ask the workers of `queue` to cancel `job_id` (its abort watch or claim sees it within ABORT_POLL_S)."""
     await redis.zadd(QueueKeys.of(queue).abort, {job_id: int(time.time() * 1000)})
 
 
-async def request_drain(redis: Redis, queue: str, worker_id: str) -> None:
+async def request_drain(redis: RedisClient, queue: str, worker_id: str) -> None:
     """Ask one worker to stop taking jobs, finish its running ones and exit (its supervisor replaces it)."""
     await redis.zadd(QueueKeys.of(queue).drain, {worker_id: int(time.time() * 1000)})
 
 
-async def reopen(redis: Redis, queue: str, jobs: Sequence[tuple[str, int]]) -> list[bool]:
+async def reopen(redis: RedisClient, queue: str, jobs: Sequence[tuple[str, int]]) -> list[bool]:
     """Clear what each finished (job id, tries used) left in Redis so it can be enqueued again; False
     for a job that is still queued (leave it as it is)."""
     keys = QueueKeys.of(queue)
@@ -112,7 +111,7 @@ async def reopen(redis: Redis, queue: str, jobs: Sequence[tuple[str, int]]) -> l
     return [bool(r) for r in replies]
 
 
-async def purge(redis: Redis, queue: str, *, dry_run: bool) -> int:
+async def purge(redis: RedisClient, queue: str, *, dry_run: bool) -> int:
     """Ask the workers to cancel every job of `queue` that nobody runs now (see lua/purge.lua); how many.
     The queue is read a page at a time, so a large one does not block Redis."""
     keys = QueueKeys.of(queue)
@@ -131,7 +130,7 @@ def _idle_member(worker_id: str, lease_ms: int) -> str:
     return f"{lease_ms}:{worker_id}"  # the enqueue script leases a handed-off job for this long
 
 
-async def release_dead_worker(redis: Redis, worker_id: str, queue: str, lease_ttl_s: float) -> list[str]:
+async def release_dead_worker(redis: RedisClient, worker_id: str, queue: str, lease_ttl_s: float) -> list[str]:
     """Free the leases of a worker known to be dead; return the ids of the jobs that can now run."""
     keys = QueueKeys.of(queue)
     released: list[Any] = await lua.register(redis, "release_dead")(
@@ -180,7 +179,7 @@ class ClaimedJob:
 class RedisQueue:
     """One queue's operations for one worker identity. Borrows the Redis pool."""
 
-    def __init__(self, redis: Redis, *, queue: str, worker_id: str, lease_ttl_s: float) -> None:
+    def __init__(self, redis: RedisClient, *, queue: str, worker_id: str, lease_ttl_s: float) -> None:
         self._redis = redis
         self.queue = queue
         self.keys = keys = QueueKeys.of(queue)
@@ -235,9 +234,7 @@ class RedisQueue:
         """Block until an enqueue hands us a job (returned), wakes us (None: claim now), or `timeout_s`
         passes (None). Call only while idle, that is right after a claim that found nothing."""
         # BLPOP takes fractional seconds since Redis 6 (redis-py's typing says int only).
-        reply = await self._redis.execute_command(  # type: ignore[no-untyped-call]
-            "BLPOP", self._inbox, self.keys.wake, f"{max(timeout_s, 0.001):.3f}"
-        )
+        reply = await self._redis.execute_command("BLPOP", self._inbox, self.keys.wake, f"{max(timeout_s, 0.001):.3f}")
         if reply is None or _text(reply[0]) != self._inbox:
             return None
         self.idle = False  # the enqueue that handed us this job took our idle entry

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 from redis.utils import str_if_bytes
 
 from runner import envelope
-from runner.settings import Settings, sentinel_addresses
+from runner.settings import Settings, server_addresses
 
 __all__ = ["CONNECT_TIMEOUT_S", "READ_MARGIN_S", "SENTINEL_TIMEOUT_S", "FailoverConnection", "SentinelRedis",
            "connect_master"]  # fmt: skip
@@ -130,7 +130,7 @@ async def connect_master(settings: Settings) -> SentinelRedis:
     assert settings.redis_sentinels, "connect_master needs REDIS_SENTINELS"
     url = RedisSettings.from_dsn(settings.redis_url) if settings.redis_url else RedisSettings()
     sentinels = _Sentinels(  # type: ignore[no-untyped-call]
-        sentinel_addresses(settings.redis_sentinels),
+        server_addresses(settings.redis_sentinels),
         sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S},
         db=url.database, username=url.username, password=url.password, encoding="utf8",
         socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=settings.poll_interval_s + READ_MARGIN_S,

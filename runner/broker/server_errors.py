@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import (
     BusyLoadingError,
     ExecAbortError,
@@ -43,6 +42,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from runner.broker.connection import RedisClient
 from runner.broker.keys import expected_type
 
 __all__ = [
@@ -226,7 +226,7 @@ def wrong_keys(types: Mapping[str, str]) -> tuple[WrongKey, ...]:
     return tuple(wrong)
 
 
-async def explain(exc: BaseException, redis: Redis, keys: Iterable[str]) -> Refusal | None:
+async def explain(exc: BaseException, redis: RedisClient, keys: Iterable[str]) -> Refusal | None:
     """`classify(exc)`, naming for a WRONGTYPE the `keys` (those the failed operation touched) that hold
     another type (one TYPE round trip). For the error path only."""
     refusal = classify(exc)
@@ -236,7 +236,7 @@ async def explain(exc: BaseException, redis: Redis, keys: Iterable[str]) -> Refu
     return Refusal(refusal.kind, refusal.server_message, wrong) if wrong else refusal
 
 
-async def explain_replies(redis: Redis, keys_per_call: Sequence[Sequence[str]], replies: list[Any]) -> list[Any]:
+async def explain_replies(redis: RedisClient, keys_per_call: Sequence[Sequence[str]], replies: list[Any]) -> list[Any]:
     """`replies` (one per call, as `lua.run_many` has them) with each error reply replaced by a
     RedisRefusedError saying what it is; a WRONGTYPE names its call's keys of the wrong type (one TYPE
     round trip for the whole batch)."""
@@ -260,7 +260,7 @@ async def explain_replies(redis: Redis, keys_per_call: Sequence[Sequence[str]], 
 _TYPE_TIMEOUT_S = 2.0
 
 
-async def _types(redis: Redis, keys: Iterable[str]) -> dict[str, str]:
+async def _types(redis: RedisClient, keys: Iterable[str]) -> dict[str, str]:
     """TYPE of each runner key among `keys`, in one round trip; {} if that fails too."""
     checked = [key for key in dict.fromkeys(keys) if expected_type(key) is not None]
     if not checked:

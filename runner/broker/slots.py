@@ -22,10 +22,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from runner.broker import lua
+from runner.broker.connection import RedisClient
 from runner.broker.keys import SlotKeys
 from runner.errors import ResourceNotOpenError, RetryLaterError
 
@@ -51,7 +51,7 @@ class SlotHolder:
     Borrows the Redis pool. Slots live `hold_s` unless renewed, so a dead holder's slot is free again
     within `hold_s`."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "runner:slots", hold_s: float = 10.0) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str = "runner:slots", hold_s: float = 10.0) -> None:
         self._redis = redis
         self._prefix = prefix
         self._hold_ms = int(hold_s * 1000)

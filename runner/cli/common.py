@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 import orjson
-from redis.asyncio import Redis
 
+from runner.broker.connection import RedisClient
 from runner.settings import Settings
 
 __all__ = ["Servers", "as_json", "confirmed_count", "connected", "db_of", "emit", "ping", "run", "table", "utc"]
@@ -26,7 +26,7 @@ as_json = click.option("--json", "as_json", is_flag=True, help="print JSON inste
 
 @dataclasses.dataclass
 class Servers:
-    redis: Redis
+    redis: RedisClient
     db: asyncpg.Pool | None
     db_error: str | None
 
@@ -120,7 +120,7 @@ def rich_table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
     return shown
 
 
-async def ping(redis: Redis) -> str:
+async def ping(redis: RedisClient) -> str:
     try:
         await asyncio.wait_for(redis.ping(), 2)
     except Exception as exc:

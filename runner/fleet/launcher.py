@@ -11,14 +11,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import structlog
-from arq.connections import ArqRedis
 from prometheus_client import start_http_server
 
+from runner.broker.connection import RedisClient, connect_redis
 from runner.broker.queue import release_dead_worker
 from runner.fleet.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
 from runner.fleet.predecessors import SCAN_BOUND_S, release_predecessors
 from runner.fleet.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
-from runner.resources import connect_redis
 from runner.settings import Settings
 
 __all__ = ["LaunchPlan", "embedded_servers", "launch"]
@@ -120,7 +119,7 @@ class _LeaseReleaser:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._redis: ArqRedis | None = None
+        self._redis: RedisClient | None = None
 
     async def __aenter__(self) -> _LeaseReleaser:
         return self

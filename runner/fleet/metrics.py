@@ -18,9 +18,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from runner.broker.connection import RedisClient
 from runner.broker.queue import QueueDepth, oldest_waiting_age_s, queue_depth
 from runner.fleet.metrics_dir import MULTIPROC_ENV
 from runner.ops.workers import list_workers
@@ -152,7 +152,7 @@ class LiveNumbers:
 _READ_TIMEOUT_S = 2.0  # each server's check, then the queue's reads
 
 
-async def read_live(redis: Redis, db: asyncpg.Pool, queue: str) -> LiveNumbers:
+async def read_live(redis: RedisClient, db: asyncpg.Pool, queue: str) -> LiveNumbers:
     """This scrape's live numbers: a round trip to each server, then the queue's numbers if Redis answered.
     Never raises for a server that is down: its `runner_server_up` is 0 and the queue's numbers are left out."""
     checks = await check_servers(redis, db, timeout_s=_READ_TIMEOUT_S)

@@ -24,8 +24,8 @@ import time
 
 import psutil
 import structlog
-from redis.asyncio import Redis
 
+from runner.broker.connection import RedisClient, scan_page
 from runner.broker.keys import QueueKeys
 from runner.broker.queue import release_dead_worker
 
@@ -64,7 +64,7 @@ def _running_worker_ids() -> set[str]:
     return found
 
 
-async def stale_worker_ids(redis: Redis, queue: str, host: str, *, bound_s: float = SCAN_BOUND_S) -> list[str]:
+async def stale_worker_ids(redis: RedisClient, queue: str, host: str, *, bound_s: float = SCAN_BOUND_S) -> list[str]:
     """Ids of this host's workers that hold a lease set in `queue` and whose processes are gone."""
     prefix = QueueKeys.of(queue).leases_prefix
     pattern = _GLOB.sub(r"\\\1", f"{prefix}{host}:") + "*"
@@ -73,7 +73,7 @@ async def stale_worker_ids(redis: Redis, queue: str, host: str, *, bound_s: floa
     stale: list[str] = []
     cursor: int = 0
     while True:
-        cursor, page = await redis.scan(cursor, match=pattern, count=_SCAN_COUNT)
+        cursor, page = await scan_page(redis, cursor, match=pattern, count=_SCAN_COUNT)
         for key in page:
             worker_id = (key.decode(errors="replace") if isinstance(key, bytes) else key)[len(prefix) :]
             named = host_and_pid(worker_id)
@@ -88,7 +88,7 @@ async def stale_worker_ids(redis: Redis, queue: str, host: str, *, bound_s: floa
             return stale
 
 
-async def release_predecessors(redis: Redis, queue: str, host: str, lease_ttl_s: float) -> dict[str, list[str]]:
+async def release_predecessors(redis: RedisClient, queue: str, host: str, lease_ttl_s: float) -> dict[str, list[str]]:
     """Free the leases of this host's dead workers (see the module's docstring); job ids freed, by worker id."""
     started = time.monotonic()
     freed: dict[str, list[str]] = {}

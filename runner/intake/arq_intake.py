@@ -25,6 +25,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from runner import envelope
+from runner.broker.connection import single_node
 from runner.broker.keys import ArqKeys
 from runner.errors import JobArgumentsError, PayloadError, UnknownJobError
 from runner.fleet.metrics import INTAKE_MESSAGES
@@ -51,7 +52,7 @@ class ArqIntake:
 
     def __init__(self, resources: Resources, specs: dict[str, JobSpec]) -> None:
         settings = resources.settings
-        self._redis = resources.redis
+        self._redis = single_node(resources.redis, "the arq intake")
         self._handover = Handover(resources, specs)
         self._queue = settings.queue_name
         self._arq = ArqKeys(settings.arq_queue_name)

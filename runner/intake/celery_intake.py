@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from runner.broker import lua
+from runner.broker.connection import single_node
 from runner.broker.keys import CeleryKeys, QueueKeys
 from runner.errors import JobArgumentsError, UnknownJobError
 from runner.fleet.metrics import INTAKE_MESSAGES
@@ -46,7 +47,7 @@ class CeleryIntake:
 
     def __init__(self, resources: Resources, specs: dict[str, JobSpec]) -> None:
         settings = resources.settings
-        self._redis = resources.redis
+        self._redis = single_node(resources.redis, "the Celery intake")
         self._handover = Handover(resources, specs)
         self._queue = settings.queue_name
         self._lists = CeleryKeys(self._queue).lists

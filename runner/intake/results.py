@@ -23,7 +23,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from runner.broker.connection import RedisClient
 from runner.broker.keys import ArqKeys, CeleryKeys
+from runner.errors import ConfigError
 from runner.status import JobStatus
 
 __all__ = ["ORIGIN", "ForeignResults", "ReportedRun", "celery_exception", "celery_meta", "celery_report"]
@@ -48,13 +50,19 @@ class ReportedRun:
 class ForeignResults:
     """Writes each origin's reports. Borrows the Redis pool."""
 
-    def __init__(self, redis: Redis, *, celery_expires_s: int) -> None:
-        self._redis = redis
+    def __init__(self, redis: RedisClient, *, celery_expires_s: int) -> None:
+        # Foreign jobs come only through the intakes, which need a single Redis (never a cluster).
+        self._single: Redis | None = redis if isinstance(redis, Redis) else None
         self._celery_expires_s = celery_expires_s
 
-    @staticmethod
-    def wanted(meta: Mapping[str, str]) -> bool:
-        return meta.get(ORIGIN) in ("celery", "arq")
+    @property
+    def _redis(self) -> Redis:
+        if self._single is None:
+            raise ConfigError("reporting to Celery or arq needs a single Redis or Sentinel, not Redis Cluster")
+        return self._single
+
+    def wanted(self, meta: Mapping[str, str]) -> bool:
+        return self._single is not None and meta.get(ORIGIN) in ("celery", "arq")
 
     async def started(self, run: ReportedRun) -> None:
         origin = run.meta.get(ORIGIN)

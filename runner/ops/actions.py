@@ -14,9 +14,9 @@ import dataclasses
 from collections.abc import Sequence
 
 import asyncpg
-from redis.asyncio import Redis
 
 from runner.broker import queue as broker
+from runner.broker.connection import RedisClient
 from runner.broker.enqueue import Enqueuer
 from runner.ops.jobs import JobFilter, find_jobs
 from runner.ops.workers import list_workers
@@ -34,7 +34,7 @@ class ConfirmationError(ValueError):
     """The operator confirmed a different count than what the action would now touch."""
 
 
-async def retry_jobs(redis: Redis, db: asyncpg.Pool, job_ids: Sequence[str]) -> list[str]:
+async def retry_jobs(redis: RedisClient, db: asyncpg.Pool, job_ids: Sequence[str]) -> list[str]:
     """Send failed or cancelled jobs back to the queue; the ids that went (others are left as they are)."""
     retried: list[str] = []
     for start in range(0, len(job_ids), _CHUNK):
@@ -69,7 +69,9 @@ async def matching_retryable(db: asyncpg.Pool, where: JobFilter) -> list[str]:
         cursor = page.next_cursor
 
 
-async def retry_matching(redis: Redis, db: asyncpg.Pool, where: JobFilter, *, confirm: int | None) -> tuple[int, int]:
+async def retry_matching(
+    redis: RedisClient, db: asyncpg.Pool, where: JobFilter, *, confirm: int | None
+) -> tuple[int, int]:
     """(how many match, how many were retried). Without `confirm`, only counts; with it, retries them if
     the count is still `confirm`, else raises ConfirmationError (look again: the set changed)."""
     ids = await matching_retryable(db, where)
@@ -80,7 +82,7 @@ async def retry_matching(redis: Redis, db: asyncpg.Pool, where: JobFilter, *, co
     return len(ids), len(await retry_jobs(redis, db, ids))
 
 
-async def purge_queue(redis: Redis, queue: str, *, confirm: int | None) -> int:
+async def purge_queue(redis: RedisClient, queue: str, *, confirm: int | None) -> int:
     """Cancel every queued job nobody runs (through the workers: rows end `cancelled`, hooks run). Without
     `confirm`, only counts; with it, purges if the count is still `confirm` (else ConfirmationError)."""
     count = await broker.purge(redis, queue, dry_run=True)
@@ -91,7 +93,7 @@ async def purge_queue(redis: Redis, queue: str, *, confirm: int | None) -> int:
     return await broker.purge(redis, queue, dry_run=False)
 
 
-async def drain_worker(redis: Redis, queue: str, worker_id: str) -> bool:
+async def drain_worker(redis: RedisClient, queue: str, worker_id: str) -> bool:
     """Ask a live worker to finish its jobs and exit (its supervisor starts a fresh one); False if no live
     worker has that id."""
     if worker_id not in {w.worker_id for w in await list_workers(redis, queue)}:

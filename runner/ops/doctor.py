@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 import asyncpg
-from redis.asyncio import Redis
 
+from runner.broker.connection import RedisClient
 from runner.servers import check_servers
 from runner.store.migrations import load_migrations
 
@@ -24,7 +24,7 @@ class Check:
 
 
 async def run_checks(
-    redis: Redis, db: asyncpg.Pool, *, queue: str, migrations: list[str], stuck_after_s: float
+    redis: RedisClient, db: asyncpg.Pool, *, queue: str, migrations: list[str], stuck_after_s: float
 ) -> list[Check]:
     servers = await check_servers(redis, db, queue=queue)
     checks = [Check(name, state == "ok", state) for name, state in servers.items()]
@@ -59,7 +59,7 @@ async def _stuck_rows(db: asyncpg.Pool, queue: str, stale_s: float) -> Check:
     return Check("stuck rows", True, "none")
 
 
-async def _clock_skew(redis: Redis) -> Check:
+async def _clock_skew(redis: RedisClient) -> Check:
     before = time.time()
     seconds, micros = await redis.time()
     after = time.time()

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
+from runner.broker.connection import RedisClient
 from runner.broker.queue import request_abort
 from runner.status import TERMINAL, JobStatus
 from runner.store.jobs import JobRow
@@ -148,7 +148,7 @@ async def _with_error(
     return [*rows, *more]
 
 
-async def cancel_job(redis: Redis, db: asyncpg.Pool, job_id: str) -> JobRow | None:
+async def cancel_job(redis: RedisClient, db: asyncpg.Pool, job_id: str) -> JobRow | None:
     """Ask the workers to stop `job_id` unless it has ended; its row as it is now (None: no such job)."""
     row = await get_job(db, job_id)
     if row is not None and row.status not in TERMINAL:

@@ -1,12 +1,12 @@
-"""One queue at a glance: Redis for the live numbers, one Postgres query for the counts."""
+"""One queue at a glance: RedisClient for the live numbers, one Postgres query for the counts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import asyncpg
-from redis.asyncio import Redis
 
+from runner.broker.connection import RedisClient
 from runner.broker.queue import oldest_waiting_age_s, queue_depth
 from runner.ops.workers import list_workers
 
@@ -45,7 +45,7 @@ FROM (
 """
 
 
-async def queue_overview(redis: Redis, db: asyncpg.Pool, queue: str) -> QueueOverview:
+async def queue_overview(redis: RedisClient, db: asyncpg.Pool, queue: str) -> QueueOverview:
     depth = await queue_depth(redis, queue)
     oldest = await oldest_waiting_age_s(redis, queue)
     row = await db.fetchrow(_COUNTS, queue)

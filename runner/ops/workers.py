@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from redis.asyncio import Redis
 
+from runner.broker.connection import RedisClient
 from runner.broker.keys import QueueKeys
 
 __all__ = ["WorkerInfo", "list_workers"]
@@ -28,7 +28,7 @@ class WorkerInfo:
     loop_lag_ms: float
 
 
-async def list_workers(redis: Redis, queue: str) -> list[WorkerInfo]:
+async def list_workers(redis: RedisClient, queue: str) -> list[WorkerInfo]:
     """Every worker whose report has not lapsed, oldest first; a report that is not ours is skipped."""
     keys = QueueKeys.of(queue)
     ids = [m.decode(errors="replace") for m in await redis.zrange(keys.workers, 0, -1)]

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from runner.broker.connection import RedisClient
 from runner.broker.keys import QueueKeys
 
 __all__ = ["PRESENCE_S", "Presence"]
@@ -29,7 +29,7 @@ class Presence:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         queue: str,
         worker_id: str,
         snapshot: Callable[[], dict[str, Any]],

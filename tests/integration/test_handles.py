@@ -11,6 +11,8 @@ from runner.status import JobStatus
 from tests.conftest import RunWorker
 from tests.integration.test_worker import REGISTRY, client_for
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 
 async def test_a_handle_awaits_the_result_or_raises_the_jobs_error(
     resources: Resources, settings: Settings, run_worker: RunWorker

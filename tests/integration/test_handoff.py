@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import QueueKeys
 from runner.broker.queue import RedisQueue, release_dead_worker
@@ -15,6 +17,8 @@ from runner.resources import Resources
 from runner.settings import Settings
 from runner.worker.worker import Worker
 from tests.conftest import MakeSettings, wait_for
+
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
 
 
 def now_ms() -> int:

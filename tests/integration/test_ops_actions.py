@@ -24,6 +24,8 @@ from runner.status import JobStatus
 from runner.worker.worker import ExitReason
 from tests.conftest import RunWorker, wait_for
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 hooks: list[tuple[str, str]] = []
 broken: dict[str, bool] = {}
 
@@ -115,14 +117,15 @@ async def test_retry_sends_a_failed_job_back_with_fresh_tries_and_continued_numb
 ):
     client = client_for(resources, settings)
     await run_worker(REGISTRY)
-    await client.enqueue("ops.fragile", job_id="r1", key="r1")
-    await until(client, "r1", JobStatus.FAILED)
+    r1 = f"r1-{settings.queue_name}"  # `broken` outlives the test: the cluster run must not see this one's
+    await client.enqueue("ops.fragile", job_id=r1, key=r1)
+    await until(client, r1, JobStatus.FAILED)
     hooks_before = len(hooks)
 
-    broken["r1"] = True  # still broken: the new run gets its two tries again, numbered 3 and 4
-    assert await retry_jobs(resources.redis, resources.db, ["r1"]) == ["r1"]
-    await until(client, "r1", JobStatus.FAILED)
-    detail = await job_detail(resources.db, "r1")
+    broken[r1] = True  # still broken: the new run gets its two tries again, numbered 3 and 4
+    assert await retry_jobs(resources.redis, resources.db, [r1]) == [r1]
+    await until(client, r1, JobStatus.FAILED)
+    detail = await job_detail(resources.db, r1)
     assert detail is not None
     assert [(a.attempt, a.outcome) for a in detail.attempts] == [
         (1, "retrying"), (2, "failed"), (3, "retrying"), (4, "failed")
@@ -130,11 +133,11 @@ async def test_retry_sends_a_failed_job_back_with_fresh_tries_and_continued_numb
     assert detail.job.attempts == 4 and detail.job.max_tries == 4
     assert len(hooks) == hooks_before + 1
 
-    broken["r1"] = False
-    assert await retry_jobs(resources.redis, resources.db, ["r1"]) == ["r1"]
-    await until(client, "r1", JobStatus.COMPLETED)
-    row = await client.get("r1")
-    assert row is not None and row.result == "r1 fixed on attempt 5" and row.error is None
+    broken[r1] = False
+    assert await retry_jobs(resources.redis, resources.db, [r1]) == [r1]
+    await until(client, r1, JobStatus.COMPLETED)
+    row = await client.get(r1)
+    assert row is not None and row.result == f"{r1} fixed on attempt 5" and row.error is None
 
 
 async def test_retry_leaves_running_and_completed_jobs_alone(

@@ -17,6 +17,8 @@ from runner.settings import Settings
 from runner.worker.periodic import periodic_job_id
 from tests.conftest import RunWorker, wait_for
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 ran: list[str] = []
 
 

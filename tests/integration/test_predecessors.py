@@ -19,6 +19,8 @@ from runner.resources import Resources
 from runner.settings import Settings
 from tests.conftest import MakeSettings
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 HOST = "host-a"
 
 

@@ -13,6 +13,8 @@ from runner.errors import RetryLaterError
 from runner.resources import Resources, connect_redis
 from runner.settings import Settings
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 
 async def test_concurrency_limit_holds_across_separate_connections(resources: Resources, settings: Settings):
     """Two Redis pools (as two processes would have) never hold more than `concurrency` slots at once."""

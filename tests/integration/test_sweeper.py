@@ -20,6 +20,8 @@ from runner.worker.sweeper import Sweeper
 from tests.conftest import MakeSettings, RunWorker, wait_for
 from tests.integration.test_worker import REGISTRY, failures
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 
 @pytest.fixture
 async def sweeper(resources: Resources, settings: Settings) -> AsyncIterator[Sweeper]:

@@ -20,6 +20,8 @@ from runner.worker.sweeper import Sweeper
 from tests.conftest import MakeSettings
 from tests.integration.test_worker import REGISTRY
 
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
+
 INTERVAL_S = 0.4
 
 

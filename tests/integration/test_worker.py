@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import structlog
 
 from runner.broker.keys import QueueKeys
@@ -23,6 +24,8 @@ from runner.retry import RetryPolicy
 from runner.settings import Settings
 from runner.status import JobStatus
 from tests.conftest import MakeSettings, RunWorker, wait_for
+
+pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
 
 seen: list[dict[str, Any]] = []
 failures: list[tuple[str, str]] = []
@@ -96,7 +99,7 @@ async def test_log_context_carries_job_fields(resources: Resources, settings: Se
     job_id = f"ctx-{settings.queue_name}"
     await client.enqueue("probe.record", job_id=job_id, tag="ctx")
     await until_status(client, job_id, JobStatus.COMPLETED)
-    context = next(s for s in seen if s["tag"] == "ctx")["log_context"]
+    context = next(s["log_context"] for s in seen if s["log_context"].get("job_id") == job_id)
     assert context == {"job_id": job_id, "job_name": "probe.record", "attempt": 1, "tag": "ctx"}
 
 

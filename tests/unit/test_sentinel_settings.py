@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from runner.settings import Settings, sentinel_addresses
+from runner.settings import Settings, server_addresses
 
 
 def test_sentinels_are_read_as_host_port_pairs():
     """Spaces around entries are ignored and an IPv6 host is written in brackets."""
-    assert sentinel_addresses("10.0.0.1:26379, sentinel-b:26380 ,[::1]:26381") == [
+    assert server_addresses("10.0.0.1:26379, sentinel-b:26380 ,[::1]:26381") == [
         ("10.0.0.1", 26379),
         ("sentinel-b", 26380),
         ("::1", 26381),
