@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from runner.devservers import LOOPBACK, EmbeddedValkey
-from runner.devservers.process import free_port
+from runner.devservers.process import EmbeddedServerError, free_port, log_tail
 
 __all__ = ["NODE_TIMEOUT_MS", "RedisClusterGroup", "ask", "key_slot"]
 
@@ -82,7 +82,7 @@ class RedisClusterGroup:
 
     def start(self) -> None:
         for node in self.nodes:
-            node.start()
+            _start_on_free_ports(node)
         for shard in self.shards:
             ask(shard.master.port, "CLUSTER ADDSLOTSRANGE", *shard.slots)
         first = self.nodes[0]
@@ -159,6 +159,19 @@ class RedisClusterGroup:
         for node in (target, source, *[s.master for s in self.shards if s.master.pid is not None]):
             ask(node.port, "CLUSTER SETSLOT", slot, "NODE", target.node_id)
         return moved
+
+
+def _start_on_free_ports(node: _ClusterNode, tries: int = 3) -> None:
+    """Start `node`; if one of its two ports was taken meanwhile (picked free, then bound by another process
+    before the node bound it), again on two new ones."""
+    for attempt in range(1, tries + 1):
+        try:
+            node.start()
+            return
+        except EmbeddedServerError as exc:
+            if attempt == tries or "Address already in use" not in f"{exc}{log_tail(node.log_path)}":
+                raise
+            node.port, node.bus_port = free_port(), free_port()
 
 
 def key_slot(key: str) -> int:

@@ -16,7 +16,8 @@ from typing import Any, TypeAlias
 
 from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ClusterError, ConnectionError, RedisClusterException, SlotNotCoveredError, TryAgainError
 
 from runner import envelope
 from runner.broker.sentinel import CONNECT_TIMEOUT_S, READ_MARGIN_S, connect_master
@@ -47,6 +48,46 @@ async def connect_redis(settings: Settings) -> RedisClient:
     return pool
 
 
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, whose failures while the cluster's shape changes (a master dies, a slot
+    moves) all read as lost connections, which every caller already rides out (see sentinel.py).
+
+    Besides ConnectionError, redis-py lets these out then: CLUSTERDOWN and MASTERDOWN (no master serves the
+    slot yet), TRYAGAIN past its retries or `TTL exhausted` (a slot half moved for longer than its ~0.4 s of
+    retries), a slot no node covers, and, from a connection that another task's reconnect closed under it,
+    RuntimeError (`the handler is closed`) or AttributeError (`'NoneType' object has no attribute ...`)."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except _SHAPE_CHANGE as exc:
+            raise _lost(exc) from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        if transaction:
+            raise RedisClusterException("transaction is deprecated in cluster mode")
+        return _Pipeline(self)  # type: ignore[abstract]  # as redis-py makes its own ClusterPipeline
+
+
+class _Pipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        try:
+            replies: list[Any] = await super().execute(raise_on_error, allow_redirections)
+        except _SHAPE_CHANGE as exc:
+            raise _lost(exc) from exc
+        # raise_on_error=False hands back each command's error: a shape change there is a lost connection too.
+        return [_lost(r) if isinstance(r, _SHAPE_CHANGE) else r for r in replies]
+
+
+_SHAPE_CHANGE = (ClusterError, TryAgainError, SlotNotCoveredError, RuntimeError, AttributeError)
+
+
+def _lost(exc: BaseException) -> ConnectionError:
+    return ConnectionError(f"the Redis Cluster is changing (a failover or a slot move): {exc!r}; tried again")
+
+
 async def _connect_cluster(settings: Settings) -> RedisCluster:
     """A cluster client over REDIS_CLUSTER_NODES. REDIS_URL, if set, gives the user, password and TLS (a
     cluster has database 0 only). A read's bound outlasts the longest blocking read (the claim loop's)."""
@@ -56,7 +97,7 @@ async def _connect_cluster(settings: Settings) -> RedisCluster:
         raise ValueError(
             f"REDIS_URL names database {url.database}, but a Redis Cluster has only database 0: drop the /db part"
         )
-    client: RedisCluster = RedisCluster(
+    client: RedisCluster = _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in server_addresses(settings.redis_cluster_nodes)],
         username=url.username, password=url.password, ssl=url.ssl,
         socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=settings.poll_interval_s + READ_MARGIN_S,

@@ -34,6 +34,7 @@ class Fleet:
             **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_"))},
             "REDIS_URL": settings.redis_url or "", "DATABASE_URL": str(settings.database_url),
             "REDIS_SENTINELS": settings.redis_sentinels or "", "REDIS_SENTINEL_MASTER": settings.redis_sentinel_master,
+            "REDIS_CLUSTER_NODES": settings.redis_cluster_nodes or "",
             "QUEUE_NAME": settings.queue_name, "SLOT_PREFIX": settings.slot_prefix,
             "DATA_DIR": str(settings.data_dir), "LOG_FORMAT": "json",
             "WORKERS": "2", "WORKER_CONCURRENCY": "10", "OFFLINE_LATENCY_MS": "50",
