@@ -1,4 +1,4 @@
-"""REDIS_SENTINELS is read as host:port pairs, a bad entry is named, and Sentinel counts as a Redis given."""
+"""REDIS_SENTINELS and REDIS_CLUSTER_NODES: host:port lists read once, each error naming its variable and entry."""
 
 from __future__ import annotations
 
@@ -33,3 +33,24 @@ def test_sentinels_stand_for_redis_url():
     assert with_sentinels.redis_configured and with_sentinels.redis_sentinel_master == "mymaster"
     empty = Settings(_env_file=None, redis_sentinels="")  # type: ignore[call-arg]
     assert empty.redis_sentinels is None and not empty.redis_configured
+
+
+def test_cluster_nodes_stand_for_redis_url_and_a_bad_entry_is_named():
+    """REDIS_CLUSTER_NODES selects a cluster (no REDIS_URL needed); its bad entry is named under its own name."""
+    cluster = Settings(_env_file=None, redis_cluster_nodes="10.0.0.1:6379,10.0.0.2:6379")  # type: ignore[call-arg]
+    assert cluster.redis_configured and server_addresses(cluster.redis_cluster_nodes or "")[1] == ("10.0.0.2", 6379)
+    with pytest.raises(ValidationError, match="REDIS_CLUSTER_NODES must be a comma-separated list of host:port"):
+        Settings(_env_file=None, redis_cluster_nodes="10.0.0.1:6379,node-b")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ({"redis_sentinels": "10.0.0.9:26379"}, "REDIS_SENTINELS and REDIS_CLUSTER_NODES are both set"),
+        ({"celery_intake": True}, "CELERY_INTAKE and ARQ_INTAKE need a single Redis or Sentinel"),
+        ({"arq_intake": True}, "CELERY_INTAKE and ARQ_INTAKE need a single Redis or Sentinel"),
+    ],
+)
+def test_what_a_cluster_cannot_be_combined_with_is_refused(extra: dict[str, object], says: str):
+    with pytest.raises(ValidationError, match=says):
+        Settings(_env_file=None, redis_cluster_nodes="10.0.0.1:6379", **extra)  # type: ignore[arg-type]
