@@ -84,8 +84,12 @@ async def generate_story(
         group = await ctx.jobs.enqueue_group(
             scenes_media, then=JobCall(COMPLETE_JOB, {"story_id": str(story_id)}), group_id=media_group_id(story_id)
         )
-    except GroupMemberTakenError:  # its media jobs were enqueued, ungrouped, by a release before joins
-        ctx.log.info("scene_media_enqueued_before_groups", scenes=scene_count)  # they complete it (jobs.media)
+    except GroupMemberTakenError:  # its media jobs were enqueued, ungrouped, by a release before joins:
+        # they complete the story themselves (jobs.media); any that release never enqueued are enqueued the
+        # same way now (ids deduplicate the others).
+        for call in scenes_media:
+            await ctx.jobs.enqueue(call.name, job_id=call.job_id or "", **call.kwargs)
+        ctx.log.info("scene_media_enqueued_before_groups", scenes=scene_count)
         return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}
     ctx.log.info("scene_media_enqueued", scenes=scene_count, reused_draft=saved is not None, new_group=group.created)
     return {"story_id": str(story_id), "scenes": scene_count, "media_jobs": scene_count}

@@ -8,6 +8,7 @@ after commit, so no worker can start a job whose rows are not yet visible.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 from collections.abc import Sequence
@@ -125,8 +126,8 @@ class JobClient:
             if not key or for_s is None:
                 raise ValueError(f"job {name!r} declares no unique key: pass both unique_key and unique_for_s")
             return key, Unique(key, for_s, mode or "dedupe")
-        rule = Unique(declared.key, for_s or declared.for_s, mode or declared.mode)
-        return key or declared.key_for(name, kwargs), rule
+        rule = Unique(declared.key, declared.for_s if for_s is None else for_s, mode or declared.mode)
+        return key or declared.key_for(name, {**_defaults(self.spec(name).coroutine), **kwargs}), rule
 
     async def _enqueue_unique(self, job: PendingJob, unique: tuple[str, Unique]) -> EnqueueResult:
         """One script call decides (see runner.unique); then the row: a new job's inserted, a debounced
@@ -208,6 +209,11 @@ class JobClient:
     async def group_results(self, group_id: str) -> GroupResults | None:
         """The group's members and how each has ended so far; None if there is no such group."""
         return await GroupStore(self._resources.db).results(group_id)
+
+
+def _defaults(coroutine: Any) -> dict[str, Any]:
+    """A job's parameters that have defaults, with them (a unique key may name one the enqueue left out)."""
+    return {n: p.default for n, p in inspect.signature(coroutine).parameters.items() if p.default is not p.empty}
 
 
 def _meta(parent_id: str | None) -> dict[str, str] | None:

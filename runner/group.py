@@ -9,10 +9,13 @@
 The callback (`then`) runs once all members have ended, however each ended: completed, failed after
 its retries, cancelled, refused (bad arguments), stopped at its hard time limit, or given up after its
 worker kept dying. It reads their ends with `await ctx.group()` (a GroupResults: `ok`, `results`,
-`failures`). Unlike Celery's chord, the join cannot be lost or run twice: each member's end is
+`failures`). Unlike Celery's chord, the join cannot be lost or made twice: each member's end is
 recorded with its final status row, in one statement, and the callback's row is written once, by
 whoever records the last end, under the job id `<group_id>:join` (runner.store.groups). A writer that
-dies before pushing it leaves a `pending` row that the sweeper enqueues.
+dies before pushing it leaves a `pending` row that the sweeper enqueues. The callback is a job like any
+other: it runs at least once (again if its worker dies mid-run), so make it idempotent. It may start
+before the last member's `on_failure` hook has finished (the hook runs after the member's end is
+recorded): a callback must not rely on what a member's hook does.
 
 A group id names the group for good: making it again (its maker re-ran) pushes only those of its jobs
 that never started. Members must be new jobs; a member retried by an operator after it ended keeps its

@@ -22,8 +22,8 @@ def server_addresses(value: str, setting: str = "REDIS_SENTINELS") -> list[tuple
         host = host.removeprefix("[").removesuffix("]")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(
-                f"{setting} must be a comma-separated list of host:port (e.g. 10.0.0.1:26379,10.0.0.2:26379,"
-                f"10.0.0.3:26379); {entry!r} is not a host and a port 1-65535: fix that entry"
+                f"{setting} must be a comma-separated list of host:port (e.g. 10.0.0.1:6379,10.0.0.2:6379,"
+                f"redis-c:6379); {entry!r} is not a host and a port 1-65535: fix that entry"
             )
         found.append((host, int(port)))
     return found

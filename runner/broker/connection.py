@@ -60,8 +60,10 @@ class _Cluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
-        except _SHAPE_CHANGE as exc:
-            raise _lost(exc) from exc
+        except Exception as exc:
+            if _shape_change(exc):
+                raise _lost(exc) from exc
+            raise
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
@@ -75,13 +77,23 @@ class _Pipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         try:
             replies: list[Any] = await super().execute(raise_on_error, allow_redirections)
-        except _SHAPE_CHANGE as exc:
-            raise _lost(exc) from exc
+        except Exception as exc:
+            if _shape_change(exc):
+                raise _lost(exc) from exc
+            raise
         # raise_on_error=False hands back each command's error: a shape change there is a lost connection too.
-        return [_lost(r) if isinstance(r, _SHAPE_CHANGE) else r for r in replies]
+        return [_lost(r) if isinstance(r, Exception) and _shape_change(r) else r for r in replies]
 
 
-_SHAPE_CHANGE = (ClusterError, TryAgainError, SlotNotCoveredError, RuntimeError, AttributeError)
+# redis-py's own messages for a connection that another task's reconnect closed under this one.
+_CLOSED_UNDER_US = ("handler is closed", "'NoneType' object has no attribute")
+
+
+def _shape_change(exc: BaseException) -> bool:
+    """Whether `exc` is the cluster client failing because the cluster changes shape, not a bug of ours."""
+    if isinstance(exc, ClusterError | TryAgainError | SlotNotCoveredError):
+        return True
+    return isinstance(exc, RuntimeError | AttributeError) and any(m in str(exc) for m in _CLOSED_UNDER_US)
 
 
 def _lost(exc: BaseException) -> ConnectionError:

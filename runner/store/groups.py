@@ -143,7 +143,12 @@ WHERE m.group_id = $1 ORDER BY m.position
 _FORGET_JOINED = """
 WITH gone AS (
     DELETE FROM runner_groups WHERE group_id IN (
-        SELECT group_id FROM runner_groups WHERE join_queue = $1 AND joined_at < $2 ORDER BY joined_at LIMIT $3
+        SELECT g.group_id FROM runner_groups AS g
+        WHERE g.join_queue = $1 AND g.joined_at < $2
+          -- a join still to run needs its group (ctx.group()): kept until the join's row has ended or is gone
+          AND NOT EXISTS (SELECT 1 FROM runner_jobs AS j
+                          WHERE j.job_id = g.join_id AND j.status NOT IN ('completed', 'failed', 'cancelled'))
+        ORDER BY g.joined_at LIMIT $3
     ) RETURNING 1
 )
 SELECT count(*) FROM gone

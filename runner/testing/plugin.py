@@ -128,8 +128,28 @@ async def runner_resources(runner_settings: Settings, runner_registry: Registry)
     from runner.store.migrations import apply_migrations
 
     async with open_resources(runner_settings) as resources:
+        await _refuse_a_live_database(resources, runner_settings)
         await apply_migrations(resources.db, ["runner", *runner_registry.migrations])
         yield resources
+
+
+async def _refuse_a_live_database(resources: Resources, settings: Settings) -> None:
+    """Stop before migrating or writing a database that holds real jobs (a DATABASE_URL left set in the shell
+    for a dev or production server): only databases of test queues, or without the runner's tables, are used."""
+    has_table = await resources.db.fetchval("SELECT to_regclass('runner_jobs') IS NOT NULL")
+    if not has_table:
+        return
+    other = await resources.db.fetchval(
+        "SELECT queue FROM runner_jobs WHERE queue NOT LIKE 'test-%' AND queue <> $1 LIMIT 1", settings.queue_name
+    )
+    if other is not None:
+        from runner.errors import ConfigError
+
+        raise ConfigError(
+            f"DATABASE_URL names a database with jobs of queue {other!r}, not a test database: the runner's pytest "
+            "plugin writes test jobs and applies migrations there. Point DATABASE_URL (and REDIS_URL) at test "
+            "servers, or unset them to use embedded ones."
+        )
 
 
 @pytest.fixture

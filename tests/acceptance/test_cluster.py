@@ -122,7 +122,7 @@ async def test_the_queues_slot_moved_mid_run_is_followed(
     """Move the queue's slot to another master while 50 stories run, ten keys a MIGRATE, as a reshard does:
     for a while the slot's keys are split between two nodes (ASK, TRYAGAIN), then the slot is the target's
     (MOVED). Every story completes once."""
-    running = await fleet().start()
+    await fleet().start()
     story_ids = await post_stories(api, 50)
     await until_processing(resources, settings, 10)
     slot = queue_slot(settings)

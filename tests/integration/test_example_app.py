@@ -3,13 +3,17 @@ only the runner's pytest plugin (no conftest of ours) and embedded servers the p
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import asyncpg
 import pytest
+
+from tests.conftest import Servers
 
 EXAMPLE_APP = Path(__file__).resolve().parents[1] / "example_app"
 EXPECTED_TESTS = 7  # tests/example_app/test_example_jobs.py
@@ -72,3 +76,31 @@ def test_the_plugin_imports_nothing_heavy_and_starts_nothing():
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert run.stdout.strip() == "['runner.testing.plugin']", run.stdout + run.stderr
+
+
+@pytest.mark.timeout(120)
+async def test_a_database_with_real_jobs_is_refused_before_any_write(tmp_path: Path, servers: Servers):
+    """A DATABASE_URL left set for a real server (here: a database whose runner_jobs hold a `storymimi` job)
+    stops the run before the plugin migrates or writes there, saying why; the database is left as it was."""
+    admin = await asyncpg.connect(servers.postgres.url)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS looks_live")
+        await admin.execute("CREATE DATABASE looks_live")
+    finally:
+        await admin.close()
+    url = servers.postgres.url.rsplit("/", 1)[0] + "/looks_live"
+    live = await asyncpg.connect(url)
+    try:
+        await live.execute("CREATE TABLE runner_jobs (job_id text PRIMARY KEY, queue text NOT NULL)")
+        await live.execute("INSERT INTO runner_jobs VALUES ('story_task.generate:1', 'storymimi')")
+        run = await asyncio.to_thread(
+            _pytest, tmp_path, "-x", env=_user_env(DATABASE_URL=url, REDIS_URL=servers.redis.url), wait_s=100
+        )
+        output = (run.stdout + run.stderr)[-3000:]
+        assert run.returncode == 1, output
+        assert "names a database with jobs of queue 'storymimi', not a test database" in output, output
+        tables = await live.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert [t["tablename"] for t in tables] == ["runner_jobs"], "the plugin migrated the live database"
+        assert await live.fetchval("SELECT count(*) FROM runner_jobs") == 1
+    finally:
+        await live.close()

@@ -42,7 +42,12 @@ async def per_user(ctx: JobContext, *, user: str, n: int) -> int:
     return n
 
 
-REGISTRY = Registry(specs=(note, per_user))
+@job("unique.per_region", unique=Unique("region:{user}:{region}", for_s=30))
+async def per_region(ctx: JobContext, *, user: str, region: str = "eu") -> str:
+    return region
+
+
+REGISTRY = Registry(specs=(note, per_user, per_region))
 
 
 def client_for(resources: Resources, settings: Settings) -> JobClient:
@@ -194,6 +199,10 @@ async def test_a_key_declared_on_the_job_is_built_from_its_arguments(resources: 
     assert await resources.redis.get(QueueKeys.of(q).unique("unique.per_user", f"user:{q}-u1")) == one.job_id.encode()
     with pytest.raises(ValueError, match="pass both unique_key and unique_for_s"):
         await client.enqueue("unique.note", key="k", n=1, unique_key="k")
+    # A key naming a parameter with a default: an enqueue that leaves it out takes the default.
+    defaulted = await client.enqueue("unique.per_region", user=f"{q}-u1")
+    explicit = await client.enqueue("unique.per_region", user=f"{q}-u1", region="eu")
+    assert defaulted.queued and explicit.deduplicated and explicit.job_id == defaulted.job_id
 
 
 @pytest.fixture

@@ -33,3 +33,6 @@ CREATE TABLE IF NOT EXISTS runner_group_members (
     ended_at  timestamptz,
     PRIMARY KEY (group_id, position)
 );
+-- The sweeper's repair asks, of each group in flight, whether a member still runs: only those rows.
+CREATE INDEX IF NOT EXISTS runner_group_members_running_idx ON runner_group_members (group_id)
+    WHERE status IS NULL;
