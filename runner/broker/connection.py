@@ -134,11 +134,14 @@ def single_node(redis: RedisClient, user: str) -> Redis:
     return redis
 
 
-async def scan_page(redis: RedisClient, cursor: int, *, match: str, count: int) -> tuple[int, list[Any]]:
-    """One SCAN page of the keys matching `match`, whose fixed part must carry a hash tag: in a cluster the
-    page is read on the node that serves the tag's slot (a cursor means nothing on another node)."""
+async def scan_page(
+    redis: RedisClient, cursor: int, *, match: str, count: int, slot_of: str
+) -> tuple[int, list[Any]]:
+    """One SCAN page of the keys matching `match`, all in the slot of the key `slot_of` (its hash tag as written,
+    unescaped): in a cluster the page is read on the node that serves that slot (a cursor means nothing on
+    another node)."""
     if isinstance(redis, RedisCluster):
-        node = redis.get_node_from_key(match)
+        node = redis.get_node_from_key(slot_of)
         cursors, keys = await redis.execute_command("SCAN", cursor, "MATCH", match, "COUNT", count, target_nodes=node)
         (next_cursor,) = cursors.values()  # redis-py's cluster SCAN says each node's cursor: {node name: cursor}
         return int(next_cursor), list(keys)

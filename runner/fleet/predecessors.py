@@ -73,7 +73,7 @@ async def stale_worker_ids(redis: RedisClient, queue: str, host: str, *, bound_s
     stale: list[str] = []
     cursor: int = 0
     while True:
-        cursor, page = await scan_page(redis, cursor, match=pattern, count=_SCAN_COUNT)
+        cursor, page = await scan_page(redis, cursor, match=pattern, count=_SCAN_COUNT, slot_of=prefix)
         for key in page:
             worker_id = (key.decode(errors="replace") if isinstance(key, bytes) else key)[len(prefix) :]
             named = host_and_pid(worker_id)
