@@ -51,8 +51,9 @@ bench-rss: $(STAMP)
 bench-stories: $(STAMP)
 	$(BIN)/python -m bench.stories --stories $${STORIES:-50} --workers $${WORKERS:-2}
 
-## make bench-jobs: storymimi vs arq (default, tuned) vs Celery prefork (own venv bench/.venv-celery) on W1 no-op,
-## W2 sleep, W3 latency and starvation, 3 runs a cell (QUICK=1: one small run of each, a smoke test)
+## make bench-jobs: storymimi vs arq (default, tuned), pgqueuer, taskiq (Redis streams), SAQ and Celery prefork (each
+## peer in its own venv, bench/.venv-<name>, made from bench/requirements-<name>.txt) on W1 no-op, W2 sleep, W3
+## latency and starvation, 3 runs a cell (QUICK=1: one small run of each, a smoke test)
 .PHONY: bench-jobs
 bench-jobs: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
@@ -73,7 +74,7 @@ bench-ops: $(STAMP)
 bench-foreign: $(STAMP)
 	$(BIN)/python -m bench.foreign --jobs $${JOBS:-500} --rate $${RATE:-50}
 
-## make bench: the whole benchmark suite (jobs vs arq and Celery, the story workload, worker memory, API load,
+## make bench: the whole benchmark suite (jobs vs arq, pgqueuer, taskiq, SAQ and Celery, the story workload, worker memory, API load,
 ## job-list paging)
 .PHONY: bench
 bench: bench-jobs bench-stories bench-rss bench-api bench-ops bench-foreign

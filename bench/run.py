@@ -1,12 +1,14 @@
-"""This runner against bare arq (default and tuned) and the old Celery prefork design, on the issue's
-workloads; prints one markdown table and writes every run's result to bench/results/latest.json.
+"""This runner against bare arq (default and tuned), the strongest asyncio peers (pgqueuer on Postgres, taskiq on
+Redis streams, SAQ on Redis) and the old Celery prefork design, on the issue's workloads; prints one markdown
+table and writes every run's result to bench/results/latest.json.
 
     make bench-jobs                 # or: python -m bench.run [--quick] [--runs N] [--systems a,b] [--out FILE]
 
-Starts embedded Valkey and PostgreSQL in a temporary folder (unless REDIS_URL / DATABASE_URL are set),
-makes the Celery virtual environment bench/.venv-celery from bench/requirements-celery.txt (once), then
-runs each driver (`python -m bench.drivers.<name>`, see bench/drivers/common.py) as a subprocess with a
-timeout, on a fresh queue, once per cell and run.  Cells are "median (min-max)" over the runs; a driver that
+Starts embedded Valkey and PostgreSQL in a temporary folder (unless REDIS_URL / DATABASE_URL are set;
+pgqueuer's tables, prefix bench_, share that Postgres with ours), makes each other system's virtual
+environment bench/.venv-<name> from bench/requirements-<name>.txt (once, side by side: bench/venvs.py), then
+runs each driver (`python -m bench.drivers.<name>`, see bench/drivers/common.py and, for the asyncio peers,
+bench/drivers/peer.py) as a subprocess with a timeout, on a fresh queue, once per cell and run.  Cells are "median (min-max)" over the runs; a driver that
 fails or times out shows "error" and the rest of the table still prints.  The embedded Valkey is flushed
 between runs (an external REDIS_URL only with --flush), so no run sees another's leftover keys.
 
@@ -21,19 +23,18 @@ the real numbers), or to --out FILE.
 
     rows        W1 noop, W2 sleep 0.1 s (100 at once; 500 at once for the asyncio systems), W3 latency,
                 starvation (a worker busy with 60 s jobs, a second one idle: do new jobs start?)
-    columns     storymimi, arq-default, arq-tuned, celery-prefork, then ours / each of them (> 1: ours is
-                better: jobs/s ours / theirs, ms and MiB theirs / ours)
+    columns     storymimi, arq-default, arq-tuned, pgqueuer, taskiq, saq, celery-prefork, then ours / each of
+                them (> 1: ours is better: jobs/s ours / theirs, ms and MiB theirs / ours); each peer's settings
+                (batch sizes, concurrency, versions) are in its results' notes and under the table
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -50,16 +51,21 @@ from typing import Any
 import psutil
 import redis
 
+from bench.venvs import ensure_celery_venv, ensure_venvs
 from runner.devservers import EmbeddedPostgres, EmbeddedValkey
 
+__all__ = ["ensure_celery_venv", "main"]
+
 ROOT = Path(__file__).resolve().parents[1]
-CELERY_VENV = ROOT / "bench" / ".venv-celery"
-CELERY_REQUIREMENTS = ROOT / "bench" / "requirements-celery.txt"
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 QUICK_RESULTS = ROOT / "bench" / "results" / "quick.json"  # --quick never overwrites the real numbers
 OURS = "storymimi"
-SYSTEMS = (OURS, "arq-default", "arq-tuned", "celery-prefork")
-ASYNCIO_SYSTEMS = SYSTEMS[:3]
+SYSTEMS = (OURS, "arq-default", "arq-tuned", "pgqueuer", "taskiq", "saq", "celery-prefork")
+ASYNCIO_SYSTEMS = SYSTEMS[:-1]
+# system -> (its venv, bench/.venv-<name>; its driver module), for the systems that run outside our venv
+FOREIGN = {"pgqueuer": ("pgqueuer", "bench.drivers.pgqueuer_bare"), "taskiq": ("taskiq", "bench.drivers.taskiq_bare"),
+           "saq": ("saq", "bench.drivers.saq_bare"), "celery-prefork": ("celery", "bench.drivers.celery_prefork")}  # fmt: skip
+NEEDS_POSTGRES = (OURS, "pgqueuer")
 DASH, TIMES = "\u2013", "\u00d7"  # en dash and multiplication sign, for the table
 
 
@@ -123,33 +129,16 @@ def rows(cells: dict[str, Cell]) -> list[Row]:
     ]
 
 
-def ensure_celery_venv() -> Path:
-    """bench/.venv-celery with bench/requirements-celery.txt installed; reinstalled when that file changes."""
-    python = CELERY_VENV / "bin" / "python"
-    stamp = CELERY_VENV / f".installed-{hashlib.sha256(CELERY_REQUIREMENTS.read_bytes()).hexdigest()[:12]}"
-    if stamp.exists() and python.exists():
-        return python
-    base = shutil.which("python3.11") or sys.executable
-    print(f"bench: installing {CELERY_REQUIREMENTS.relative_to(ROOT)} into {CELERY_VENV.relative_to(ROOT)}",
-          file=sys.stderr)  # fmt: skip
-    if not python.exists():
-        subprocess.run([base, "-m", "venv", str(CELERY_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
-                    str(CELERY_REQUIREMENTS)], check=True)  # fmt: skip
-    for old in CELERY_VENV.glob(".installed-*"):
-        old.unlink()
-    stamp.touch()
-    return python
-
-
-def driver_argv(system: str, celery_python: Path | None) -> list[str]:
+def driver_argv(system: str, pythons: dict[str, Path | None]) -> list[str]:
     if system == OURS:
         return [sys.executable, "-m", "bench.drivers.storymimi"]
     if system.startswith("arq-"):
         return [sys.executable, "-m", "bench.drivers.arq_bare", "--variant", system.removeprefix("arq-")]
-    if celery_python is None:
-        raise RuntimeError("the Celery virtual environment could not be made")
-    return [str(celery_python), "-m", "bench.drivers.celery_prefork"]
+    venv, module = FOREIGN[system]
+    python = pythons.get(venv)
+    if python is None:
+        raise RuntimeError(f"the {venv} virtual environment (bench/.venv-{venv}) could not be made")
+    return [str(python), "-m", module]
 
 
 def kill_tree(process: subprocess.Popen[str]) -> None:
@@ -290,7 +279,21 @@ def table(cells: list[Cell], records: list[dict[str, Any]], runs: int) -> str:
                      f"{notes.get('redis_py')}; prefork pool = min(concurrency, 8) processes "
                      f"({notes.get('pool')} here), acks_late, prefetch 1, a new event loop per task; in starvation "
                      "the busy worker holds as many 60 s tasks as it has processes.")  # fmt: skip
+    lines.extend(peer_settings(records))
     return "\n".join(lines)
+
+
+def peer_settings(records: list[dict[str, Any]]) -> list[str]:
+    """One line per asyncio peer: its versions and settings, as its W1 driver reported them."""
+    lines = []
+    for system in ("pgqueuer", "taskiq", "saq"):
+        mine = [r["result"] for r in records if r["system"] == system and r["cell"]["key"] == "noop"
+                and not failed(r["result"])]  # fmt: skip
+        if mine:
+            shown = {k: v for k, v in mine[0]["notes"].items() if k not in ("completed", "failed", "started")}
+            lines.append(f"{system} (W1; concurrency = the row's 'at once'): "
+                         + ", ".join(f"{k} {v}" for k, v in shown.items()))  # fmt: skip
+    return lines
 
 
 def progress(result: dict[str, Any]) -> str:
@@ -344,15 +347,10 @@ def main() -> None:
         embedded_redis = not env.get("REDIS_URL")
         if embedded_redis:
             env["REDIS_URL"] = stack.enter_context(EmbeddedValkey(data)).url
-        if not env.get("DATABASE_URL") and OURS in chosen:
+        if not env.get("DATABASE_URL") and set(NEEDS_POSTGRES) & set(chosen):
             env["DATABASE_URL"] = stack.enter_context(EmbeddedPostgres(data)).url
         flush = flusher(env["REDIS_URL"], embedded_redis or options.flush)
-        celery_python = None
-        if "celery-prefork" in chosen:
-            try:
-                celery_python = ensure_celery_venv()
-            except (subprocess.CalledProcessError, OSError) as error:
-                print(f"bench: no Celery environment ({error}); its cells will show 'error'", file=sys.stderr)
+        pythons = ensure_venvs([FOREIGN[s][0] for s in SYSTEMS if s in FOREIGN and s in chosen])
         plan = [(run, cell, system) for run in range(runs) for cell in cells for system in cell.systems
                 if system in chosen]  # fmt: skip
         for n, (run, cell, system) in enumerate(plan, 1):
@@ -360,7 +358,7 @@ def main() -> None:
             flush()
             started = time.monotonic()
             try:
-                argv = driver_argv(system, celery_python) + common_args(cell, queue, env)
+                argv = driver_argv(system, pythons) + common_args(cell, queue, env)
                 result = run_driver(argv, env, timeout)
             except RuntimeError as error:
                 result = {"error": str(error)}

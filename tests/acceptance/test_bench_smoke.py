@@ -87,8 +87,9 @@ def broken_cells(records: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_quick_job_benchmarks_give_numbers_for_every_system(tmp_path: Path) -> None:
-    """W1-W3 and starvation run against this runner, arq and Celery: every cell has a finite positive
-    number (our jobs all completed or started), the results go to --out, and latest.json is untouched."""
+    """W1-W3 and starvation run against this runner, arq, pgqueuer, taskiq, SAQ and Celery: every cell has a
+    finite positive number (our jobs and pgqueuer's all completed or started), the results go to --out, and
+    latest.json is untouched."""
     before = fingerprint(LATEST)
     out = tmp_path / "quick.json"
     table = run("bench.run", "--quick", "--out", str(out), timeout=260)
@@ -97,7 +98,8 @@ def test_quick_job_benchmarks_give_numbers_for_every_system(tmp_path: Path) -> N
     assert "| workload |" in table
     assert f"raw results: {out}" in table
     records = results["records"]
-    assert {r["system"] for r in records} == {"storymimi", "arq-default", "arq-tuned", "celery-prefork"}
+    assert {r["system"] for r in records} == {"storymimi", "arq-default", "arq-tuned", "pgqueuer", "taskiq", "saq",
+                                              "celery-prefork"}  # fmt: skip
     assert not broken_cells(records), broken_cells(records)
     ours = [r["result"] for r in records if r["system"] == "storymimi"]
     assert {r["workload"] for r in ours} == {"noop", "sleep", "latency", "starvation"}
