@@ -134,9 +134,7 @@ def single_node(redis: RedisClient, user: str) -> Redis:
     return redis
 
 
-async def scan_page(
-    redis: RedisClient, cursor: int, *, match: str, count: int, slot_of: str
-) -> tuple[int, list[Any]]:
+async def scan_page(redis: RedisClient, cursor: int, *, match: str, count: int, slot_of: str) -> tuple[int, list[Any]]:
     """One SCAN page of the keys matching `match`, all in the slot of the key `slot_of` (its hash tag as written,
     unescaped): in a cluster the page is read on the node that serves that slot (a cursor means nothing on
     another node)."""
