@@ -38,6 +38,7 @@ from runner.worker.soft_limit import SoftLimit
 __all__ = ["JobExecutor"]
 
 log = structlog.get_logger("runner.job")
+_JOIN_DRAIN_S = 5.0  # at exit, how long joins being written may take before the sweeper is left to finish them
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class JobExecutor:
         self._runs: dict[str, float] = {}  # job id -> when its current attempt started (epoch s)
         self._client = JobClient(resources, specs)
         self._wake_tasks: set[asyncio.Task[None]] = set()
+        self._join_tasks: set[asyncio.Task[list[str]]] = set()  # never raise (Joins.after_members_ended)
         self._slot_free = on_slot_free or (lambda job_id: None)
         self._sync_pool = sync_pool
         self._foreign = ForeignResults(resources.redis, celery_expires_s=resources.settings.celery_result_expires_s)
@@ -113,6 +115,8 @@ class JobExecutor:
         """Write every status change and finish still buffered (never lose a transition on shutdown)."""
         await self._finishes.close()
         await self._status_writes.close()
+        if self._join_tasks:  # bounded: what is left is the sweeper's (a join's row, or its push)
+            await asyncio.wait(list(self._join_tasks), timeout=_JOIN_DRAIN_S)
 
     def side_tasks(self) -> list[asyncio.Task[None]]:
         """The write batchers' tasks, for the worker to watch."""
@@ -120,9 +124,12 @@ class JobExecutor:
 
     async def _write_transitions(self, transitions: Sequence[Transition]) -> None:
         applied = await self._store.apply(transitions)
-        # Before the members' Redis finish (acks-late): a worker that dies here re-runs them, and the
-        # sweeper writes any join its death left unwritten.
-        await self._joins.after_members_ended(applied.ended_groups)
+        if applied.ended_groups:
+            # Beside the batch, not in it: a join riding out an outage must not hold every job's status write.
+            # A worker that dies before it is written leaves it to the sweeper (runner.worker.joins).
+            task = asyncio.create_task(self._joins.after_members_ended(applied.ended_groups))
+            self._join_tasks.add(task)
+            task.add_done_callback(self._join_tasks.discard)
 
     def abort(self, job_id: str, task: asyncio.Task[None]) -> None:
         """Cancel a running job at the user's request: it ends `cancelled`, its failure hook runs."""
