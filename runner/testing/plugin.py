@@ -135,12 +135,13 @@ async def runner_resources(runner_settings: Settings, runner_registry: Registry)
 
 async def _refuse_a_live_database(resources: Resources, settings: Settings) -> None:
     """Stop before migrating or writing a database that holds real jobs (a DATABASE_URL left set in the shell
-    for a dev or production server): only databases of test queues, or without the runner's tables, are used."""
+    for a dev or production server): only databases without the runner's tables, or whose queues' names all
+    start with `test` (this plugin's `test-…`, a suite's own), are used."""
     has_table = await resources.db.fetchval("SELECT to_regclass('runner_jobs') IS NOT NULL")
     if not has_table:
         return
     other = await resources.db.fetchval(
-        "SELECT queue FROM runner_jobs WHERE queue NOT LIKE 'test-%' AND queue <> $1 LIMIT 1", settings.queue_name
+        "SELECT queue FROM runner_jobs WHERE queue NOT LIKE 'test%' AND queue <> $1 LIMIT 1", settings.queue_name
     )
     if other is not None:
         from runner.errors import ConfigError

@@ -22,6 +22,11 @@ pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Red
 ran: list[str] = []
 
 
+@pytest.fixture(autouse=True)
+def _only_this_tests_runs() -> None:
+    ran.clear()  # a tick's job id names no queue: the cluster run of a test must not see the single run's
+
+
 @job("tick.every_second", cron="* * * * * *")
 async def every_second(ctx: JobContext) -> None:
     ran.append(ctx.job_id)
