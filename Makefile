@@ -58,6 +58,12 @@ bench-stories: $(STAMP)
 bench-jobs: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick)
 
+## make bench-profile: where W1's time goes: Redis commands, Postgres commits, rows and WAL records, and CPU of every
+## process, per job (JOBS=... for another size)
+.PHONY: bench-profile
+bench-profile: $(STAMP)
+	$(BIN)/python -m bench.profile_w1 --jobs $${JOBS:-10000}
+
 ## make bench-api: POST /stories/ from 64 concurrent clients against one API process
 .PHONY: bench-api
 bench-api: $(STAMP)

@@ -126,3 +126,15 @@ def test_story_memory_and_api_benchmarks_give_numbers() -> None:
     requests, errors, per_s, p50, p99 = (float(v) for v in table_row(api, "| requests | errors |")[:5])
     assert requests > 0 and errors < requests, f"{errors:.0f} of {requests:.0f} requests failed"
     assert all(finite_positive(v) for v in (per_s, p50, p99)), (per_s, p50, p99)
+
+
+@pytest.mark.timeout(150)
+def test_the_w1_profile_gives_costs_per_job() -> None:
+    """`make bench-profile` prints, per job, the Redis commands (scripts included: at least the enqueue's and the
+    finish's EVALSHA), Postgres rows and WAL, and CPU of each process tree, all finite and the counts positive."""
+    report = json.loads(run("bench.profile_w1", "--jobs", "300", timeout=120))
+    assert report["jobs"] == 300 and finite_positive(report["jobs_per_s"]), report
+    assert report["redis_commands_per_job_by_name"]["evalsha"] >= 2, report
+    assert report["postgres_per_job"]["tup_inserted"] >= 1 and report["postgres_per_job"]["wal_records"] > 0, report
+    cpu = report["cpu_ms_per_job"]
+    assert set(cpu) == {"driver_and_worker", "redis", "postgres"} and all(finite_positive(v) for v in cpu.values()), cpu
