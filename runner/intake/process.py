@@ -61,6 +61,9 @@ class Intakes:
         log.info("intake_stopped")
 
 
+_SERVER_ERRORS = (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
 async def _keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
     """Run an intake for good: after a server error, again (a Celery intake re-drives what it held)."""
     failures = 0
@@ -68,7 +71,10 @@ async def _keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
         try:
             await run()
             return
-        except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except Exception as exc:  # an intake must outlive any error, known or not
+            # Beyond server errors: redis-py's pub/sub can fail with its own RuntimeError or AttributeError when a
+            # failover closes the connection under it; ending here would stop the whole intake process.
             failures += 1
-            log.warning("intake_failed", intake=name, error=repr(exc), consecutive=failures)
+            known = isinstance(exc, _SERVER_ERRORS)
+            log.warning("intake_failed", intake=name, error=repr(exc), consecutive=failures, unexpected=not known)
             await asyncio.sleep(INTAKE_BACKOFF.delay(failures))
