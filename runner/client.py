@@ -17,10 +17,12 @@ from typing import Any
 
 from runner import tracing
 from runner.broker.enqueue import Enqueuer
+from runner.broker.keys import QueueKeys
 from runner.broker.queue import request_abort
 from runner.context import CURRENT_JOB_ID
 from runner.errors import JobFailedError, ResourceNotOpenError
 from runner.group import GroupHandle, JobCall
+from runner.priority import check_priority
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL, JobStatus
@@ -93,8 +95,9 @@ class JobClient:
             raise KeyError(f"no job named {name!r}; known jobs: {sorted(self._specs)}") from None
 
     async def enqueue(
-        self, name: str, *, job_id: str | None = None, unique_key: str | None = None,
-        unique_for_s: float | None = None, unique_mode: UniqueMode | None = None, **kwargs: Any,
+        self, name: str, *, job_id: str | None = None, queue: str | None = None, priority: int | None = None,
+        unique_key: str | None = None, unique_for_s: float | None = None, unique_mode: UniqueMode | None = None,
+        **kwargs: Any,
     ) -> EnqueueResult:  # fmt: skip
         """Push, then record, for callers with no rows of their own that the job must see.
 
@@ -103,15 +106,19 @@ class JobClient:
         sending both at once measurably delays the job's start on a small machine (the database's
         wake-up competes with the worker's). A push that fails raises before any row is written.
 
-        No `job_id`: a random one. `unique_key` (or the job's `@job(unique=...)`): one job per key within
-        `unique_for_s`, deduplicated or debounced by `unique_mode` (see runner.unique)."""
+        No `job_id`: a random one. `queue`, `priority` (0-9, higher first: runner.priority): the job's own
+        (`@job(queue=..., priority=...)`) unless given. `unique_key` (or the job's `@job(unique=...)`): one job
+        per key within `unique_for_s`, deduplicated or debounced by `unique_mode` (see runner.unique)."""
         job_id = job_id or uuid.uuid4().hex
-        job = self.pending(name, job_id=job_id, kwargs=kwargs)  # refuses bad arguments before any write
+        job = self.pending(name, job_id=job_id, kwargs=kwargs, queue=queue)  # refuses bad arguments before any write
+        priority = self.spec(name).priority if priority is None else check_priority(priority)
         unique = self._unique(name, kwargs, unique_key, unique_for_s, unique_mode)
         if unique is not None:
-            return await self._enqueue_unique(job, unique)
+            return await self._enqueue_unique(job, unique, priority)
         with tracing.enqueue_span(name, job_id=job_id, queue=job.queue):
-            queued = await self._enqueuer.enqueue(job.queue, job_id, name, kwargs, meta=_meta(job.parent_id))
+            queued = await self._enqueuer.enqueue(
+                job.queue, job_id, name, kwargs, meta=_meta(job.parent_id), priority=priority
+            )
             recorded = await self.store.insert_pending(job)
         return EnqueueResult(job_id, recorded, queued, self)
 
@@ -129,14 +136,14 @@ class JobClient:
         rule = Unique(declared.key, declared.for_s if for_s is None else for_s, mode or declared.mode)
         return key or declared.key_for(name, {**_defaults(self.spec(name).coroutine), **kwargs}), rule
 
-    async def _enqueue_unique(self, job: PendingJob, unique: tuple[str, Unique]) -> EnqueueResult:
+    async def _enqueue_unique(self, job: PendingJob, unique: tuple[str, Unique], priority: int) -> EnqueueResult:
         """One script call decides (see runner.unique); then the row: a new job's inserted, a debounced
         job's given the new arguments, a deduplicated enqueue's none (no row is left `pending` behind)."""
         key, rule = unique
         with tracing.enqueue_span(job.name, job_id=job.job_id, queue=job.queue):
             outcome, holder = await self._enqueuer.enqueue_unique(
                 job.queue, job.job_id, job.name, job.args, key=key, for_s=rule.for_s, mode=rule.mode,
-                meta=_meta(job.parent_id),
+                meta=_meta(job.parent_id), priority=priority,
             )  # fmt: skip
             if outcome is UniqueOutcome.DEDUPLICATED:
                 return EnqueueResult(holder, False, False, self, deduplicated=True)
@@ -150,20 +157,29 @@ class JobClient:
         """Validate the arguments and write the `pending` row (in `conn`'s transaction if given)."""
         return await self.store.insert_pending(self.pending(name, job_id=job_id, kwargs=kwargs), conn=conn)
 
-    def pending(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> PendingJob:
+    def pending(self, name: str, *, job_id: str, kwargs: dict[str, Any], queue: str | None = None) -> PendingJob:
         """The job's pending row, its arguments validated: for `record()`, or for a caller to write with
         its own rows in one statement (then call `push()` once that statement has committed)."""
         spec = self.spec(name)
         spec.bind((), kwargs)
-        assert spec.queue is not None
-        return PendingJob(job_id, name, spec.queue, kwargs, spec.max_tries, parent_id=CURRENT_JOB_ID.get())
-
-    async def push(self, name: str, *, job_id: str, kwargs: dict[str, Any]) -> bool:
-        """Put the job in Redis; False if a job with this id is queued, running or recently finished."""
-        queue = self.spec(name).queue
+        queue = queue or spec.queue
         assert queue is not None
+        QueueKeys.of(queue)  # refuses a name that cannot be a queue before any write
+        return PendingJob(job_id, name, queue, kwargs, spec.max_tries, parent_id=CURRENT_JOB_ID.get())
+
+    async def push(
+        self, name: str, *, job_id: str, kwargs: dict[str, Any], queue: str | None = None, priority: int | None = None
+    ) -> bool:
+        """Put the job in Redis (on `queue`, else the job's own); False if a job with this id is queued, running
+        or recently finished."""
+        spec = self.spec(name)
+        queue = queue or spec.queue
+        assert queue is not None
+        priority = spec.priority if priority is None else check_priority(priority)
         with tracing.enqueue_span(name, job_id=job_id, queue=queue):
-            return await self._enqueuer.enqueue(queue, job_id, name, kwargs, meta=_meta(CURRENT_JOB_ID.get()))
+            return await self._enqueuer.enqueue(
+                queue, job_id, name, kwargs, meta=_meta(CURRENT_JOB_ID.get()), priority=priority
+            )
 
     async def request_cancel(self, job_id: str) -> JobRow | None:
         """Ask the workers to cancel `job_id`; the row says `cancelled` once one has.
@@ -197,7 +213,7 @@ class JobClient:
                              f"callback's {join.job_id!r} (always <group_id>:join); got {ids}")  # fmt: skip
         group = NewGroup(group_id, jobs, join, parent_id=CURRENT_JOB_ID.get())
         created, to_push = await GroupStore(self._resources.db).create(group)
-        await asyncio.gather(*(self.push(j.name, job_id=j.job_id, kwargs=j.args) for j in to_push))
+        await asyncio.gather(*(self.push(j.name, job_id=j.job_id, kwargs=j.args, queue=j.queue) for j in to_push))
         return GroupHandle(group_id, tuple(ids), EnqueueResult(join.job_id, False, False, self), created, self)
 
     async def cancel_group(self, group_id: str) -> list[str]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from runner.errors import ConfigError, JobArgumentsError, UnknownJobError
+from runner.priority import check_priority
 from runner.retry import RetryPolicy
 from runner.settings import Settings
 from runner.unique import Unique
@@ -63,6 +64,9 @@ class JobSpec:
     # One job per key within a window, deduplicated or debounced (runner/unique.py); an enqueue's own
     # unique_key / unique_for_s / unique_mode take precedence.
     unique: Unique | None = None
+    # 0-9, higher first: a head start on the queue's other due jobs (runner/priority.py); an enqueue's own
+    # `priority=` takes precedence.
+    priority: int = 0
     _params: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict, compare=False, repr=False)
     _required: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -90,6 +94,7 @@ class JobSpec:
             cron=cron,
             cron_missed=self.cron_missed,
             unique=self.unique,
+            priority=check_priority(self.priority),
             _params=params,
             _required=required,
         )
@@ -150,6 +155,7 @@ def job(
     cron: str | Callable[[Settings], str | None] | None = None,
     cron_missed: Literal["skip", "once"] = "skip",
     unique: Unique | None = None,
+    priority: int = 0,
 ) -> Callable[[JobCoroutine], JobSpec]:
     """Decorator: turn a coroutine function into a JobSpec named `name` (Celery-compatible names welcome).
     A plain `def` becomes a job run in one of the worker's threads, under the same limits and retries."""
@@ -159,7 +165,8 @@ def job(
             raise ConfigError(f"job {name!r} must be an `async def` coroutine function or a plain `def`, got {fn!r}")
         coroutine = fn if inspect.iscoroutinefunction(fn) else _in_thread(fn)
         return JobSpec(name, coroutine, queue, timeout_s, soft_timeout_s, retry, tuple(log_fields), on_failure,
-                       tuple(positional) if positional is not None else None, cron, cron_missed, unique)  # fmt: skip
+                       tuple(positional) if positional is not None else None, cron, cron_missed, unique,
+                       check_priority(priority))  # fmt: skip
 
     return register
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "server_addresses"]
+__all__ = ["Settings", "queue_weights", "server_addresses"]
 
 
 def server_addresses(value: str, setting: str = "REDIS_SENTINELS") -> list[tuple[str, int]]:
@@ -27,6 +27,26 @@ def server_addresses(value: str, setting: str = "REDIS_SENTINELS") -> list[tuple
             )
         found.append((host, int(port)))
     return found
+
+
+def queue_weights(value: str) -> list[tuple[str, int]]:
+    """QUEUES ("storymimi:3,media:1"; a queue without a weight has 1) as (queue, weight) pairs. A weight is
+    the digits after a name's last colon, so a queue whose name ends in ":<digits>" needs its weight given."""
+    found: dict[str, int] = {}
+    for entry in (e.strip() for e in value.split(",")):
+        name, _, weight = entry.rpartition(":")
+        if not weight.strip().isdigit():
+            name, weight = entry, "1"
+        name, weight = name.strip(), weight.strip()
+        if not name or "{" in name or "}" in name or not weight.isdigit() or not 1 <= int(weight) <= 1000:
+            raise ValueError(
+                f"QUEUES must be a comma-separated list of queue[:weight] (e.g. storymimi:3,media:1), each queue "
+                f"named without braces and weighted 1-1000; {entry!r} is not: fix that entry"
+            )
+        if name in found:
+            raise ValueError(f"QUEUES names the queue {name!r} twice: give each queue once, with its weight")
+        found[name] = int(weight)
+    return list(found.items())
 
 
 class Settings(BaseSettings):
@@ -55,6 +75,11 @@ class Settings(BaseSettings):
     queue_name: str = Field(
         "storymimi", min_length=1, pattern=r"^[^{}]+$", description="no braces: they make hash tags"
     )
+    queues: str | None = Field(
+        None, description="the queues a worker serves, with weights: storymimi:3,media:1 (unset: QUEUE_NAME alone); "
+        "free job slots go to the queues in proportion to their weights, and a queue with no due jobs leaves its "
+        "share to the others",
+    )  # fmt: skip
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64, description="default: CPU count")
     worker_concurrency: int = Field(10, ge=1, le=10_000)
     job_timeout_s: float = Field(3600, gt=0)
@@ -140,6 +165,19 @@ class Settings(BaseSettings):
         server_addresses(value, setting=(info.field_name or "").upper())  # raises, naming the bad entry
         return value
 
+    @field_validator("queues")
+    @classmethod
+    def _queue_weights(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # QUEUES= (empty) is unset
+        queue_weights(value)  # raises, naming the bad entry
+        return value
+
+    @property
+    def worker_queues(self) -> list[tuple[str, int]]:
+        """The queues a worker serves and their weights: QUEUES, else QUEUE_NAME alone."""
+        return queue_weights(self.queues) if self.queues else [(self.queue_name, 1)]
+
     @property
     def redis_configured(self) -> bool:
         """Whether a Redis is given (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES); if not, an embedded
@@ -157,6 +195,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CELERY_INTAKE and ARQ_INTAKE need a single Redis or Sentinel: Celery's and arq's keys are not "
                 "under one hash tag, so a cluster cannot serve them; move the old producers over on one Redis first"
+            )
+        if self.redis_cluster_nodes and len(self.worker_queues) > 1:
+            raise ValueError(
+                f"QUEUES names {len(self.worker_queues)} queues, but with REDIS_CLUSTER_NODES a worker serves one: "
+                "each queue is its own cluster slot, and an idle worker's one blocking read cannot span slots; run a "
+                "fleet per queue (QUEUE_NAME=<queue>, QUEUES unset) instead"
             )
         if self.job_soft_timeout_s > self.job_timeout_s:
             raise ValueError(

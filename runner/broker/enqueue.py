@@ -19,6 +19,7 @@ from runner import envelope
 from runner.broker import lua
 from runner.broker.connection import RedisClient
 from runner.broker.keys import TRY_COUNTER_TTL_MS, QueueKeys
+from runner.priority import score
 from runner.unique import UniqueMode, UniqueOutcome
 
 __all__ = ["Enqueuer"]
@@ -48,23 +49,28 @@ class Enqueuer:
         first_try: int | None = None,
         meta: dict[str, str] | None = None,
         enqueued_ms: int | None = None,
+        priority: int = 0,
     ) -> bool:
         """True if the job was queued; False if a job with this id exists (it is left as it is).
 
         `first_try`: the attempt number this run starts at (an operator's retry of a job that used its
         tries); `meta`: string metadata carried in the envelope (see runner.envelope); `enqueued_ms`: when
-        the job was first enqueued, if elsewhere (a foreign producer's job taken in by an intake)."""
-        return bool(await self._submit(_call(queue, job_id, name, kwargs, defer_s, first_try, meta, enqueued_ms)))
+        the job was first enqueued, if elsewhere (a foreign producer's job taken in by an intake); `priority`:
+        0-9, a head start on the jobs due with it (see runner.priority)."""
+        return bool(
+            await self._submit(_call(queue, job_id, name, kwargs, defer_s, first_try, meta, enqueued_ms, priority))
+        )
 
     async def enqueue_unique(
         self, queue: str, job_id: str, name: str, kwargs: dict[str, Any], *, key: str, for_s: float,
-        mode: UniqueMode, meta: dict[str, str] | None = None,
+        mode: UniqueMode, meta: dict[str, str] | None = None, priority: int = 0,
     ) -> tuple[UniqueOutcome, str]:  # fmt: skip
         """Enqueue under the unique key `key` of job `name` (see runner.unique), in the same one script call:
         what happened, and the id of the job that holds the key now (this one's, unless deduplicated or
         debounced into another). A debounced job is due `for_s` from now."""
         keys = QueueKeys.of(queue)
-        job_keys, args = _call(queue, job_id, name, kwargs, for_s if mode == "debounce" else 0, None, meta, None)
+        defer_s = for_s if mode == "debounce" else 0
+        job_keys, args = _call(queue, job_id, name, kwargs, defer_s, None, meta, None, priority)
         window_ms = max(int(for_s * 1000), 1)  # PX 0 is an error
         code, holder = await self._submit(
             ([*job_keys, keys.unique(name, key)], [*args, window_ms, mode, keys.job_prefix])
@@ -110,7 +116,7 @@ _UNIQUE_OUTCOMES = {0: UniqueOutcome.REFUSED, 1: UniqueOutcome.QUEUED, 2: Unique
 
 def _call(
     queue: str, job_id: str, name: str, kwargs: dict[str, Any], defer_s: float, first_try: int | None,
-    meta: dict[str, str] | None, enqueued_ms: int | None,
+    meta: dict[str, str] | None, enqueued_ms: int | None, priority: int = 0,
 ) -> tuple[list[Any], list[Any]]:  # fmt: skip
     """The enqueue script's KEYS and ARGV for one job (see lua/enqueue.lua)."""
     keys = QueueKeys.of(queue)
@@ -119,6 +125,6 @@ def _call(
     payload = envelope.encode_job(name, kwargs, enqueue_ms=enqueued_ms or now, first_try=first_try, meta=meta)
     return (
         [keys.jobs, keys.job(job_id), keys.result(job_id), keys.wake, keys.idle, keys.abort],
-        [job_id, payload, due, due - now + expires_extra_ms, now, keys.lease_prefix, keys.try_prefix,
-         keys.leases_prefix, keys.inbox_prefix, TRY_COUNTER_TTL_MS],
+        [job_id, payload, score(due, now, priority), due - now + expires_extra_ms, now, keys.lease_prefix,
+         keys.try_prefix, keys.leases_prefix, keys.inbox_prefix, TRY_COUNTER_TTL_MS],
     )  # fmt: skip

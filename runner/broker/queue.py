@@ -22,6 +22,7 @@ from typing import Any
 from runner.broker import lua
 from runner.broker.connection import RedisClient
 from runner.broker.keys import TRY_COUNTER_TTL_MS, QueueKeys
+from runner.priority import due_of
 
 __all__ = [
     "ABORT_KEEP_MS",
@@ -39,6 +40,7 @@ __all__ = [
     "reopen",
     "request_abort",
     "request_drain",
+    "unpack_handed",
 ]
 
 # A cancel (or drain) request waits this long for a worker to act on it, so one made while no worker
@@ -72,20 +74,27 @@ async def queue_depth(redis: RedisClient, queue: str) -> QueueDepth:
 
 async def oldest_waiting_age_s(redis: RedisClient, queue: str) -> float:
     """Seconds since the oldest due job that no worker holds fell due; 0 when none waits. A running job stays
-    in the queue (leased) until it ends, so leased ones are skipped. Past _SCAN_MAX running jobs, the age of
-    the last one looked at (an upper bound)."""
+    in the queue (leased) until it ends, so leased ones are skipped. A job's head start (runner.priority) is
+    not waiting: the scan reads on past the first waiting job while a later score may stand for an older due
+    time. Past _SCAN_MAX jobs, the oldest found so far (else the age of the last one looked at)."""
     keys = QueueKeys.of(queue)
     now_ms = int(time.time() * 1000)
-    due_ms: float = now_ms
+    oldest: float | None = None
+    last: float = now_ms
     for offset in range(0, _SCAN_MAX, _SCAN_PAGE):
         page = await redis.zrangebyscore(keys.jobs, "-inf", now_ms, start=offset, num=_SCAN_PAGE, withscores=True)
         leases = await redis.mget([keys.lease(_text(job_id)) for job_id, _ in page]) if page else []
-        for (_, due_ms), lease in zip(page, leases, strict=True):
+        for (_, score), lease in zip(page, leases, strict=True):
+            if oldest is not None and score >= oldest:  # every later job fell due after the oldest found
+                return max(now_ms - oldest, 0) / 1000
+            last = due_of(score)
             if lease is None:
-                return max(now_ms - due_ms, 0) / 1000
+                oldest = last if oldest is None else min(oldest, last)
         if len(page) < _SCAN_PAGE:
-            return 0.0  # every due job is running
-    return max(now_ms - due_ms, 0) / 1000
+            break
+    else:  # _SCAN_MAX looked at: past them, the last one's age
+        oldest = last if oldest is None else oldest
+    return max(now_ms - oldest, 0) / 1000 if oldest is not None else 0.0
 
 
 async def request_abort(redis: RedisClient, queue: str, job_id: str) -> None:
@@ -147,6 +156,7 @@ class Finished:
     job_id: str
     result: bytes | None
     keep_result_ms: int
+    queue: str = ""  # the queue it was claimed from (a worker serving one queue may leave it out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +183,7 @@ class ClaimedJob:
     payload: bytes | None
     try_count: int
     score_ms: int
+    queue: str  # the queue it was claimed from
     aborted: bool = False  # a cancel was asked for before this worker claimed it
 
 
@@ -203,14 +214,27 @@ class RedisQueue:
 
         If there are none, we are registered as idle for `idle_for_s` (the caller then waits in
         `wait_for_work`, and must claim again or `withdraw()` before that time is up)."""
+        keys, args = self.claim_call(now_ms, max_jobs, idle_for_s=idle_for_s, scan_max=scan_max)
+        return self.claimed(await self._claim(keys=keys, args=args), registered=True)
+
+    @property
+    def claim_script(self) -> Any:
+        return self._claim
+
+    def claim_call(self, now_ms: int, max_jobs: int, *, idle_for_s: float | None, scan_max: int = 10_000) -> lua.Call:
+        """The claim script's KEYS and ARGV (see `claim`); `idle_for_s` None: if nothing is found, do not
+        register as idle (no enqueue hands us a job; a wake-up token still wakes us)."""
         k = self.keys
-        next_due, rows = await self._claim(
-            keys=self.claim_keys,
-            args=[now_ms, max_jobs, self.lease_ms, self.worker_id, scan_max, k.lease_prefix, k.job_prefix,
-                  k.try_prefix, TRY_COUNTER_TTL_MS, self._idle_member, now_ms + int(idle_for_s * 1000)],
-        )  # fmt: skip
-        jobs = [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), bool(r[4])) for r in rows]
-        self.idle = not jobs
+        idle_until = now_ms + int(idle_for_s * 1000) if idle_for_s is not None else 0
+        args = [now_ms, max_jobs, self.lease_ms, self.worker_id, scan_max, k.lease_prefix, k.job_prefix,
+                k.try_prefix, TRY_COUNTER_TTL_MS, self._idle_member, idle_until]  # fmt: skip
+        return self.claim_keys, args
+
+    def claimed(self, reply: Any, *, registered: bool) -> Claim:
+        """A claim script's reply, read; `registered`: the call may have registered us as idle."""
+        next_due, rows = reply
+        jobs = [ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), self.queue, bool(r[4])) for r in rows]
+        self.idle = registered and not jobs
         due = int(float(next_due))
         return Claim(jobs, due if due >= 0 else None)
 
@@ -238,7 +262,7 @@ class RedisQueue:
         if reply is None or _text(reply[0]) != self._inbox:
             return None
         self.idle = False  # the enqueue that handed us this job took our idle entry
-        return _unpack_handed(reply[1])
+        return unpack_handed(reply[1], self.queue)
 
     async def held(self) -> list[str]:
         """The ids this worker holds leases on (its lease set)."""
@@ -260,7 +284,7 @@ class RedisQueue:
             if isinstance(r, Exception):
                 raise r
             if r:
-                claimed.append(ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), True))
+                claimed.append(ClaimedJob(_text(r[0]), r[1], int(r[2]), int(float(r[3])), self.queue, True))
         return claimed
 
     async def control_requests(self) -> ControlRequests:
@@ -293,16 +317,23 @@ class RedisQueue:
 
     async def finish_many(self, finished: Sequence[Finished]) -> None:
         """Finish several jobs in one round trip."""
-        k = self.keys
-        calls = [
-            ([k.jobs, self._leases, k.job(f.job_id), k.tries(f.job_id), k.result(f.job_id), k.lease(f.job_id),
-              k.abort],
-             [f.job_id, self.worker_id, f.result or b"", f.keep_result_ms])
-            for f in finished
-        ]  # fmt: skip
-        for reply in await lua.run_many(self._redis, self._finish, calls):
+        for reply in await lua.run_many(self._redis, self._finish, [self.finish_call(f) for f in finished]):
             if isinstance(reply, Exception):
                 raise reply
+
+    def finish_call(self, f: Finished) -> lua.Call:
+        """The finish script's KEYS and ARGV for one job (see lua/finish.lua)."""
+        k = self.keys
+        return ([k.jobs, self._leases, k.job(f.job_id), k.tries(f.job_id), k.result(f.job_id), k.lease(f.job_id),
+                 k.abort], [f.job_id, self.worker_id, f.result or b"", f.keep_result_ms])  # fmt: skip
+
+    @property
+    def finish_script(self) -> Any:
+        return self._finish
+
+    @property
+    def redis(self) -> RedisClient:
+        return self._redis
 
     async def release(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
         """Drop our lease and make the job due again at `due_ms`; False if the lease was not ours."""
@@ -314,12 +345,12 @@ class RedisQueue:
         return bool(released)
 
 
-def _unpack_handed(item: bytes) -> ClaimedJob:
+def unpack_handed(item: bytes, queue: str) -> ClaimedJob:
     """Decode an inbox item (see lua/enqueue.lua): "<len(id)>|<id>|<try>|<due ms>|<aborted>|<payload>"."""
     length, rest = item.split(b"|", 1)
     n = int(length)
     try_count, due, aborted, payload = rest[n + 1 :].split(b"|", 3)
-    return ClaimedJob(rest[:n].decode(), payload, int(try_count), int(float(due)), aborted == b"1")
+    return ClaimedJob(rest[:n].decode(), payload, int(try_count), int(float(due)), queue, aborted == b"1")
 
 
 def _text(value: bytes | str) -> str:

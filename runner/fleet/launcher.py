@@ -135,7 +135,8 @@ class _LeaseReleaser:
                 if self._redis is None:
                     self._redis = await connect_redis(self._settings)
                 s = self._settings
-                await release_predecessors(self._redis, s.queue_name, s.host_id, s.lease_ttl_s)
+                for queue, _ in s.worker_queues:
+                    await release_predecessors(self._redis, queue, s.host_id, s.lease_ttl_s)
         except Exception as exc:  # Redis down or refusing: those leases lapse on their own, as before
             log.warning("predecessor_leases_not_released", error=repr(exc), lease_ttl_s=self._settings.lease_ttl_s)
 
@@ -145,8 +146,8 @@ class _LeaseReleaser:
             WORKER_EXITS.labels("crashed").inc()
         if self._redis is None:
             self._redis = await connect_redis(self._settings)
-        released = await release_dead_worker(
-            self._redis, instance, self._settings.queue_name, self._settings.lease_ttl_s
-        )
-        if released:
-            log.warning("dead_worker_leases_released", worker_id=instance, exit_code=exit_code, jobs=released)
+        for queue, _ in self._settings.worker_queues:
+            released = await release_dead_worker(self._redis, instance, queue, self._settings.lease_ttl_s)
+            if released:
+                log.warning("dead_worker_leases_released", worker_id=instance, exit_code=exit_code, jobs=released,
+                            queue=queue)  # fmt: skip

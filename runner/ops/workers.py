@@ -26,6 +26,7 @@ class WorkerInfo:
     jobs_done: int
     rss_mb: float
     loop_lag_ms: float
+    queues: tuple[str, ...] = ()  # every queue the worker serves (QUEUES), this one among them
 
 
 async def list_workers(redis: RedisClient, queue: str) -> list[WorkerInfo]:
@@ -45,6 +46,7 @@ async def list_workers(redis: RedisClient, queue: str) -> list[WorkerInfo]:
                 heartbeat_age_s=round(now - float(info["heartbeat_at"]), 2), running=int(info["running"]),
                 concurrency=int(info["concurrency"]), jobs_done=int(info["jobs_done"]),
                 rss_mb=float(info["rss_mb"]), loop_lag_ms=float(info["loop_lag_ms"]),
+                queues=tuple(str(q) for q in info.get("queues") or (queue,)),
             ))  # fmt: skip
         except (TypeError, KeyError, ValueError, orjson.JSONDecodeError):
             continue  # lapsed since the list was read, or written by something else

@@ -21,6 +21,7 @@ from arq.utils import ms_to_datetime
 
 from runner import envelope, tracing
 from runner.broker.queue import ClaimedJob, Finished, RedisQueue
+from runner.broker.queues import WorkerQueues
 from runner.client import JobClient
 from runner.context import CURRENT_JOB_ID, JobContext
 from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
@@ -81,7 +82,7 @@ class JobExecutor:
         resources: Resources,
         services: Any,
         specs: dict[str, JobSpec],
-        queue: RedisQueue,
+        queues: WorkerQueues | RedisQueue,
         store: JobStore,
         *,
         on_slot_free: Callable[[str], None] | None = None,
@@ -90,7 +91,8 @@ class JobExecutor:
         self._resources = resources
         self._services = services
         self._specs = specs
-        self._queue = queue
+        self._queues = queues if isinstance(queues, WorkerQueues) else WorkerQueues.one(queues)
+        self._worker_id = self._queues.primary.worker_id
         self._store = store
         self._keep_result_ms = int(resources.settings.keep_result_s * 1000)
         self._aborting: set[str] = set()
@@ -103,7 +105,7 @@ class JobExecutor:
         self._foreign = ForeignResults(resources.redis, celery_expires_s=resources.settings.celery_result_expires_s)
         self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
-        self._finishes = Batcher[Finished]("finish", queue.finish_many, outage_s=outage_s)
+        self._finishes = Batcher[Finished]("finish", self._queues.finish_many, outage_s=outage_s)
         self._joins = Joins(resources, outage_s=outage_s)
 
     async def __aenter__(self) -> JobExecutor:
@@ -143,13 +145,15 @@ class JobExecutor:
     def knows(self, name: str) -> bool:
         return name in self._specs
 
-    async def fail_orphan(self, *, job_id: str, name: str, kwargs: dict[str, Any], attempt: int, error: str) -> None:
+    async def fail_orphan(
+        self, *, job_id: str, queue: str, name: str, kwargs: dict[str, Any], attempt: int, error: str
+    ) -> None:
         """Fail a job that is no longer in Redis, and run its failure hook so its domain rows end too."""
         spec = self._specs.get(name)
-        await self._move(Transition(job_id, JobStatus.FAILED, name=name, queue=self._queue.queue, attempt=attempt,
+        await self._move(Transition(job_id, JobStatus.FAILED, name=name, queue=queue, attempt=attempt,
                                     max_tries=spec.max_tries if spec else 1, error=error))  # fmt: skip
         if spec is not None:
-            claimed = ClaimedJob(job_id, None, attempt, 0)
+            claimed = ClaimedJob(job_id, None, attempt, 0, queue)
             await self._run_failure_hook(
                 spec, self._context(claimed, _Prepared(spec, kwargs, attempt, 0, kwargs)), error
             )
@@ -183,7 +187,7 @@ class JobExecutor:
         with (
             structlog.contextvars.bound_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields),
             tracing.run_span(
-                spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=self._queue.queue, meta=prepared.meta
+                spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=claimed.queue, meta=prepared.meta
             ),
         ):
             ctx = self._context(claimed, prepared)
@@ -246,16 +250,17 @@ class JobExecutor:
                                           outcome="cancelled"))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, "cancelled")
         result = self._result_bytes(claimed, prepared, False, "cancelled")
-        await self._finish(claimed.job_id, result, self._keep_result_ms)
+        await self._finish(claimed, result)
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.ended(run, JobStatus.CANCELLED, error="cancelled", envelope=result,
                                       keep_result_ms=self._keep_result_ms)  # fmt: skip
-        await ride_out(lambda: self._queue.forget_abort(claimed.job_id), what="abort", budget_s=self._outage_s)
+        queue = self._queues[claimed.queue]
+        await ride_out(lambda: queue.forget_abort(claimed.job_id), what="abort", budget_s=self._outage_s)
 
     async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
         await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result, outcome="completed"))
         envelope_ = self._result_bytes(claimed, prepared, True, result)
-        await self._finish(claimed.job_id, envelope_, self._keep_result_ms)
+        await self._finish(claimed, envelope_)
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.ended(run, JobStatus.COMPLETED, result=result, envelope=envelope_,
                                       keep_result_ms=self._keep_result_ms)  # fmt: skip
@@ -271,7 +276,7 @@ class JobExecutor:
             _count(prepared.spec.name, "deferred", started)
             await self._move(self._transition(claimed, prepared, JobStatus.RETRYING, error=error, outcome="deferred"))
             due_ms = _now_ms() + int((exc.retry_after_s or 1.0) * 1000)
-            await self._requeue(claimed.job_id, due_ms=due_ms, give_back_try=True)
+            await self._requeue(claimed, due_ms=due_ms, give_back_try=True)
             return
         assert prepared.spec.retry is not None
         tracing.record_error(exc)
@@ -288,7 +293,7 @@ class JobExecutor:
                                           traceback=trace))  # fmt: skip
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.retrying(run, error, trace)
-        await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
+        await self._requeue(claimed, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
 
     async def _fail(
         self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, error: str, trace: str | None = None
@@ -297,7 +302,7 @@ class JobExecutor:
                                           traceback=trace))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, error)
         envelope_ = self._result_bytes(claimed, prepared, False, error)
-        await self._finish(claimed.job_id, envelope_, self._keep_result_ms)
+        await self._finish(claimed, envelope_)
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.ended(run, JobStatus.FAILED, error=error, traceback=trace, envelope=envelope_,
                                       keep_result_ms=self._keep_result_ms)  # fmt: skip
@@ -310,8 +315,8 @@ class JobExecutor:
         JOBS.labels(name if spec else "<unknown>", "refused").inc()
         max_tries = spec.max_tries if spec else 1
         await self._move(
-            Transition(claimed.job_id, JobStatus.FAILED, name=name, queue=self._queue.queue,
-                       attempt=claimed.try_count, max_tries=max_tries, worker=self._queue.worker_id, error=error,
+            Transition(claimed.job_id, JobStatus.FAILED, name=name, queue=claimed.queue,
+                       attempt=claimed.try_count, max_tries=max_tries, worker=self._worker_id, error=error,
                        run_started=time.time(), outcome="failed")
         )  # fmt: skip
         if spec is not None and spec.on_failure is not None:
@@ -319,20 +324,20 @@ class JobExecutor:
             prepared = _Prepared(spec, kwargs, claimed.try_count, 0, kwargs)
             await self._run_failure_hook(spec, self._context(claimed, prepared), error)
         result = envelope.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
-                                       "r": error, "st": _now_ms(), "ft": _now_ms(), "q": self._queue.queue,
+                                       "r": error, "st": _now_ms(), "ft": _now_ms(), "q": claimed.queue,
                                        "id": claimed.job_id})  # fmt: skip
-        await self._finish(claimed.job_id, result, self._keep_result_ms)
+        await self._finish(claimed, result)
 
     async def _release(self, claimed: ClaimedJob, reason: str, delay_s: float = 0.0) -> None:
         try:
-            released = await self._requeue(claimed.job_id, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True)
+            released = await self._requeue(claimed, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True)
             log.warning("job_released", reason=reason, released=released)
             JOBS.labels(self._peek_name(claimed)[0], "released").inc()
             await self._move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason, attempt=claimed.try_count,
-                                        queue=self._queue.queue, worker=self._queue.worker_id,
+                                        queue=claimed.queue, worker=self._worker_id,
                                         run_started=self._runs.get(claimed.job_id), outcome="released"))  # fmt: skip
         except Exception as exc:  # the lease will expire and another worker will run the job
-            log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queue.lease_ms)
+            log.error("job_release_failed", error=repr(exc), lease_ttl_ms=self._queues[claimed.queue].lease_ms)
 
     async def _move(self, transition: Transition, *, wait: bool = True) -> None:
         """Record a transition, group-committed with other jobs' (see runner.worker.batching). Not waiting is
@@ -340,22 +345,23 @@ class JobExecutor:
         tracing.set_outcome(transition.outcome, transition.error)  # on the attempt's span, if tracing is on
         await self._status_writes.submit(transition, wait=wait)
 
-    async def _finish(self, job_id: str, result: bytes | None, keep_result_ms: int) -> None:
-        await self._finishes.submit(Finished(job_id, result, keep_result_ms))
+    async def _finish(self, claimed: ClaimedJob, result: bytes | None) -> None:
+        await self._finishes.submit(Finished(claimed.job_id, result, self._keep_result_ms, claimed.queue))
 
-    async def _requeue(self, job_id: str, *, due_ms: int, give_back_try: bool) -> bool:
+    async def _requeue(self, claimed: ClaimedJob, *, due_ms: int, give_back_try: bool) -> bool:
+        queue = self._queues[claimed.queue]
         released = await ride_out(
-            lambda: self._queue.release(job_id, due_ms=due_ms, give_back_try=give_back_try),
+            lambda: queue.release(claimed.job_id, due_ms=due_ms, give_back_try=give_back_try),
             what="requeue",
             budget_s=self._outage_s,
         )
         delay_s = due_ms / 1000 - time.time()
         if released and delay_s > 0:  # idle workers block until woken: wake one when the job falls due
-            asyncio.get_running_loop().call_later(delay_s, self._wake_a_worker)
+            asyncio.get_running_loop().call_later(delay_s, self._wake_a_worker, queue)
         return released
 
-    def _wake_a_worker(self) -> None:
-        task = asyncio.create_task(self._queue.wake())
+    def _wake_a_worker(self, queue: RedisQueue) -> None:
+        task = asyncio.create_task(queue.wake())
         self._wake_tasks.add(task)
         task.add_done_callback(self._wake_done)
 
@@ -390,7 +396,7 @@ class JobExecutor:
         if not prepared.meta or not self._foreign.wanted(prepared.meta):
             return None
         timeout_s = prepared.spec.timeout_s or 0.0
-        return ReportedRun(claimed.job_id, prepared.meta, self._queue.worker_id, timeout_s)
+        return ReportedRun(claimed.job_id, prepared.meta, self._worker_id, timeout_s)
 
     def _context(self, claimed: ClaimedJob, prepared: _Prepared) -> JobContext:
         return JobContext(
@@ -401,7 +407,7 @@ class JobExecutor:
             attempt=prepared.attempt,
             max_tries=prepared.last_try,
             enqueued_at=ms_to_datetime(prepared.enqueue_time_ms or _now_ms()),
-            worker_id=self._queue.worker_id,
+            worker_id=self._worker_id,
             kwargs=prepared.kwargs,
             log=structlog.get_logger("job"),
             jobs=self._client,
@@ -420,8 +426,8 @@ class JobExecutor:
         traceback: str | None = None,
     ) -> Transition:
         return Transition(
-            claimed.job_id, status, name=prepared.spec.name, queue=self._queue.queue, attempt=prepared.attempt,
-            max_tries=prepared.last_try, worker=self._queue.worker_id, error=error, result=result,
+            claimed.job_id, status, name=prepared.spec.name, queue=claimed.queue, attempt=prepared.attempt,
+            max_tries=prepared.last_try, worker=self._worker_id, error=error, result=result,
             args=prepared.raw_kwargs, run_started=prepared.run_started, outcome=outcome, traceback=traceback,
             parent_id=prepared.parent_id,
         )  # fmt: skip
@@ -430,7 +436,7 @@ class JobExecutor:
         now = _now_ms()
         data: bytes | None = serialize_result(
             prepared.spec.name, (), prepared.kwargs, prepared.attempt, prepared.enqueue_time_ms, success, result,
-            now, now, claimed.job_id, self._queue.queue, claimed.job_id, serializer=envelope.serialize,
+            now, now, claimed.job_id, claimed.queue, claimed.job_id, serializer=envelope.serialize,
         )  # fmt: skip
         return data
 

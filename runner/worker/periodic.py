@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 
 import asyncpg
 import structlog
@@ -34,11 +35,11 @@ def periodic_job_id(name: str, tick: float) -> str:
 class Periodic:
     """The schedule of the periodic jobs among `specs`. Borrows the worker's client."""
 
-    def __init__(self, client: JobClient, redis: object, queue: str, specs: dict[str, JobSpec]) -> None:
+    def __init__(self, client: JobClient, redis: object, queues: Collection[str], specs: dict[str, JobSpec]) -> None:
+        """Schedules the periodic jobs of `queues` (the worker's): a job is scheduled by the workers that run it."""
         self._client = client
         self._redis = redis
-        self._keys = QueueKeys.of(queue)
-        self.jobs = [spec for spec in specs.values() if spec.cron]
+        self.jobs = [spec for spec in specs.values() if spec.cron and spec.queue in queues]
 
     async def run_forever(self) -> None:
         from croniter import croniter
@@ -62,7 +63,7 @@ class Periodic:
             if spec.cron_missed != "once":
                 continue
             try:
-                last = await self._redis.get(self._keys.cron(spec.name))  # type: ignore[attr-defined]
+                last = await self._redis.get(_cron_key(spec))  # type: ignore[attr-defined]
             except (RedisError, OSError) as exc:
                 log.warning("periodic_catch_up_failed", job_name=spec.name, error=repr(exc))
                 continue
@@ -75,10 +76,15 @@ class Periodic:
         job_id = periodic_job_id(spec.name, tick)
         try:
             result = await self._client.enqueue(spec.name, job_id=job_id)
-            await self._redis.set(self._keys.cron(spec.name), tick, px=_KEEP_LAST_TICK_MS)  # type: ignore[attr-defined]
+            await self._redis.set(_cron_key(spec), tick, px=_KEEP_LAST_TICK_MS)  # type: ignore[attr-defined]
         except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # The other workers enqueue the same tick; if all fail, the tick is missed (and said so).
             log.warning("periodic_enqueue_failed", job_name=spec.name, job_id=job_id, error=repr(exc))
             return
         if result.queued:
             log.info("periodic_enqueued", job_name=spec.name, job_id=job_id)
+
+
+def _cron_key(spec: JobSpec) -> str:
+    assert spec.queue is not None  # resolved specs name their queue
+    return QueueKeys.of(spec.queue).cron(spec.name)

@@ -1,4 +1,4 @@
-"""A worker's presence: every PRESENCE_S it writes what an operator needs to its queue's worker list
+"""A worker's presence: every PRESENCE_S it writes what an operator needs to each of its queues' worker lists
 (host, pid, started, jobs running and done, memory, event-loop lag, state), with a short TTL, so a
 worker that died drops out of the list by itself. Read by runner.ops."""
 
@@ -9,7 +9,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -30,17 +30,18 @@ class Presence:
     def __init__(
         self,
         redis: RedisClient,
-        queue: str,
+        queues: str | Sequence[str],
         worker_id: str,
         snapshot: Callable[[], dict[str, Any]],
         *,
         host: str | None = None,
     ) -> None:
         self._redis = redis
-        self._keys = QueueKeys.of(queue)
+        names = [queues] if isinstance(queues, str) else list(queues)
+        self._keys = [QueueKeys.of(name) for name in names]
         self._worker_id = worker_id
         self._snapshot = snapshot
-        self._fixed = {"worker_id": worker_id, "queue": queue, "host": host or socket.gethostname(),
+        self._fixed = {"worker_id": worker_id, "queue": names[0], "queues": names, "host": host or socket.gethostname(),
                        "pid": os.getpid(), "started_at": time.time()}  # fmt: skip
         self._lag_s = 0.0
 
@@ -56,14 +57,16 @@ class Presence:
         now = time.time()
         info = {**self._fixed, **self._snapshot(), "heartbeat_at": now, "loop_lag_ms": round(self._lag_s * 1000, 1)}
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._keys.worker(self._worker_id), orjson.dumps(info), px=_TTL_MS)
-            pipe.zadd(self._keys.workers, {self._worker_id: int(now * 1000)})
-            pipe.zremrangebyscore(self._keys.workers, "-inf", int(now * 1000) - _TTL_MS)
+            for keys in self._keys:
+                pipe.set(keys.worker(self._worker_id), orjson.dumps({**info, "queue": keys.queue}), px=_TTL_MS)
+                pipe.zadd(keys.workers, {self._worker_id: int(now * 1000)})
+                pipe.zremrangebyscore(keys.workers, "-inf", int(now * 1000) - _TTL_MS)
             await pipe.execute()
 
     async def leave(self) -> None:
         """Take this worker off the list (call once `run_forever` is stopped)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self._keys.worker(self._worker_id))
-            pipe.zrem(self._keys.workers, self._worker_id)
+            for keys in self._keys:
+                pipe.delete(keys.worker(self._worker_id))
+                pipe.zrem(keys.workers, self._worker_id)
             await pipe.execute()

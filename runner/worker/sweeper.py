@@ -55,11 +55,13 @@ class SweepReport:
 class Sweeper:
     """Periodic repair of stuck rows for one queue, run by the worker that holds the sweep lock."""
 
-    def __init__(self, resources: Resources, executor: JobExecutor, *, worker_id: str, batch: int = 500) -> None:
+    def __init__(
+        self, resources: Resources, executor: JobExecutor, *, worker_id: str, queue: str | None = None, batch: int = 500
+    ) -> None:
         settings = resources.settings
         self._resources = resources
         self._executor = executor
-        self._queue = settings.queue_name
+        self._queue = queue or settings.queue_name
         self._keys = QueueKeys.of(self._queue)
         self._worker_id = worker_id
         self._interval_s = settings.sweep_interval_s
@@ -134,8 +136,8 @@ class Sweeper:
             report.requeued.append(job_id)
         else:
             reason = f"lost from the queue after {row['attempts']} of {row['max_tries']} tries; not run again"
-            await self._executor.fail_orphan(job_id=job_id, name=row["name"], kwargs=args, attempt=row["attempts"],
-                                             error=reason)  # fmt: skip
+            await self._executor.fail_orphan(job_id=job_id, queue=self._queue, name=row["name"], kwargs=args,
+                                             attempt=row["attempts"], error=reason)  # fmt: skip
             report.failed.append(job_id)
 
     async def _take_result(self, row: dict[str, Any], envelope: dict[str, Any]) -> None:

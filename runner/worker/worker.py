@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from runner.backoff import Backoff
 from runner.broker.queue import ClaimedJob, RedisQueue
+from runner.broker.queues import WorkerQueues
 from runner.broker.server_errors import RefusalLog, explain
 from runner.client import JobClient
 from runner.fleet.metrics import REDIS_REFUSALS, WORKER_EXITS, WORKERS_ALIVE
@@ -80,6 +81,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}  # until the job's bookkeeping is done too
+        self._queue_of: dict[str, str] = {}  # a running job's queue (a worker may serve several: QUEUES)
         self._busy: set[str] = set()  # the slots: jobs whose coroutine has not returned yet
         self._process = psutil.Process()
         self.ready = asyncio.Event()
@@ -111,22 +113,24 @@ class Worker:
     async def run(self) -> ExitReason:
         """Open resources, apply migrations, run jobs until stopped or recycled, then drain and close."""
         async with self._open() as parts:
-            queue = parts.queue
+            queues = parts.queues
+            names = [q.queue for q in queues]
             side = SideTasks(self._side_task_failed)
-            side.start("lease-renewal", self._renew_leases(queue))
-            side.start("sweeper", Sweeper(parts.resources, parts.executor, worker_id=self.worker_id).run_forever())
+            side.start("lease-renewal", self._renew_leases(queues))
+            for name in names:
+                sweeper = Sweeper(parts.resources, parts.executor, worker_id=self.worker_id, queue=name)
+                side.start(f"sweeper:{name}" if len(names) > 1 else "sweeper", sweeper.run_forever())
             side.start("abort-watch", self._watch_aborts(parts))
-            periodic = Periodic(
-                JobClient(parts.resources, parts.specs), parts.resources.redis, queue.queue, parts.specs
-            )
+            periodic = Periodic(JobClient(parts.resources, parts.specs), parts.resources.redis, names, parts.specs)
             if periodic.jobs:
                 side.start("periodic", periodic.run_forever())
-            presence = Presence(parts.resources.redis, queue.queue, self.worker_id, self._snapshot,
+            presence = Presence(parts.resources.redis, names, self.worker_id, self._snapshot,
                                 host=self.settings.host_id)  # fmt: skip
             side.start("presence", presence.run_forever())
             for task in parts.executor.side_tasks():
                 side.watch(task)
-            log.info("worker_started", worker_id=self.worker_id, queue=queue.queue,
+            log.info("worker_started", worker_id=self.worker_id, queue=names[0],
+                     queues=dict(self.settings.worker_queues) if len(names) > 1 else None,
                      concurrency=self.settings.worker_concurrency, job_names=sorted(parts.specs))  # fmt: skip
             self._redis = parts.resources.redis
             self.ready.set()
@@ -134,11 +138,12 @@ class Worker:
             try:
                 await self._claim_loop(parts)
                 with suppress(RedisError, OSError):
-                    await self._give_back_unstarted(queue)
+                    await self._give_back_unstarted(queues)
                 await self._drain()
-                with suppress(RedisError, OSError):  # e.g. a job handed over as our blocked read was cancelled
-                    if released := await queue.release_all():
-                        log.warning("leases_released_at_exit", jobs=released)
+                for queue in queues:
+                    with suppress(RedisError, OSError):  # e.g. a job handed over as our blocked read was cancelled
+                        if released := await queue.release_all():
+                            log.warning("leases_released_at_exit", jobs=released, queue=queue.queue)
             finally:
                 WORKERS_ALIVE.dec()
                 WORKER_EXITS.labels(self.exit_reason.value).inc()
@@ -156,8 +161,11 @@ class Worker:
             services: Any = None
             if self.registry.services is not None:
                 services = await stack.enter_async_context(self.registry.services(resources))
-            queue = RedisQueue(resources.redis, queue=self.settings.queue_name, worker_id=self.worker_id,
-                               lease_ttl_s=self.settings.lease_ttl_s)  # fmt: skip
+            lease_s = self.settings.lease_ttl_s
+            queues = WorkerQueues([
+                (RedisQueue(resources.redis, queue=name, worker_id=self.worker_id, lease_ttl_s=lease_s), weight)
+                for name, weight in self.settings.worker_queues
+            ])  # fmt: skip
             specs = self.registry.resolved(self.settings)
             # Threads for blocking job code (JobContext.run_sync, plain `def` jobs), one per job slot. A thread
             # still blocked at exit cannot be stopped: it is left to finish while the process ends.
@@ -165,26 +173,26 @@ class Worker:
             stack.callback(threads.shutdown, wait=False, cancel_futures=True)
             store = JobStore(resources.db)
             executor = await stack.enter_async_context(
-                JobExecutor(resources, services, specs, queue, store, on_slot_free=self._slot_free, sync_pool=threads)
+                JobExecutor(resources, services, specs, queues, store, on_slot_free=self._slot_free, sync_pool=threads)
             )
-            yield _Parts(executor, queue, specs, resources)
+            yield _Parts(executor, queues, specs, resources)
 
     async def _claim_loop(self, parts: _Parts) -> None:
-        queue, failures = parts.queue, 0
+        queues, failures = parts.queues, 0
         # Idle, we stay registered for a hand-off a little longer than one wait can last.
         idle_for_s = self.settings.poll_interval_s + 1.0
         while not self._stopping.is_set():
             try:
                 free = self.settings.worker_concurrency - len(self._busy)
                 if free <= 0:
-                    if queue.idle:  # an abort claimed our last slot while we were idle
-                        await queue.withdraw()
+                    if queues.idle:  # an abort claimed our last slot while we were idle
+                        await queues.withdraw()
                     await self._sleep(None)
                     continue
-                claim = await queue.claim(int(time.time() * 1000), free, idle_for_s=idle_for_s)
+                claim = await queues.claim(int(time.time() * 1000), free, idle_for_s=idle_for_s)
                 for job in claim.jobs:
                     self._start(parts.executor, job)
-                if not claim.jobs and (handed := await self._wait_for_work(queue, claim.next_due_ms)):
+                if not claim.jobs and (handed := await self._wait_for_work(queues, claim.next_due_ms)):
                     self._start(parts.executor, handed)
                     await asyncio.sleep(0)  # let the job start before we go back to Redis for more
                 if failures:
@@ -194,15 +202,15 @@ class Worker:
                 failures += 1
                 await self._sleep(await self._claim_failed(parts, exc, failures))
         with suppress(RedisError, OSError):
-            if queue.idle:  # give back anything handed to us after our last claim
-                await queue.withdraw()
+            if queues.idle:  # give back anything handed to us after our last claim
+                await queues.withdraw()
 
     async def _claim_failed(self, parts: _Parts, exc: Exception, failures: int) -> float:
         """Log and count a failed claim round trip; how long to wait before the next. Redis down is a
         `claim_failed` each time; Redis up but refusing (a key of the wrong type, OOM, READONLY, ...) is one
         `redis_refused` naming the key, the error and what to do (again when it changes, and each minute), and
         one that waiting does not fix is retried less often."""
-        refusal = await explain(exc, parts.resources.redis, parts.queue.claim_keys)
+        refusal = await explain(exc, parts.resources.redis, parts.queues.claim_keys)
         if refusal is None:
             log.warning("claim_failed", error=repr(exc), consecutive=failures)
             return CLAIM_BACKOFF.delay(failures)
@@ -215,7 +223,7 @@ class Worker:
         if (lasted_s := self._refusals.clear()) is not None:
             log.info("redis_refusal_over", what="claim", lasted_s=round(lasted_s, 1), failed_claims=failures)
 
-    async def _wait_for_work(self, queue: RedisQueue, next_due_ms: int | None) -> ClaimedJob | None:
+    async def _wait_for_work(self, queues: WorkerQueues, next_due_ms: int | None) -> ClaimedJob | None:
         """Block until an enqueue hands us a job (returned) or wakes us, the next deferred job's due time,
         the fallback poll (POLL_INTERVAL_S), or stop, whichever comes first."""
         timeout = self.settings.poll_interval_s
@@ -225,7 +233,7 @@ class Worker:
         # path, and each extra task costs a loop iteration. stop() cancels us here instead.
         self._blocked = task = asyncio.current_task()
         try:
-            return await queue.wait_for_work(timeout)
+            return await queues.wait_for_work(timeout)
         except asyncio.CancelledError:
             if self._stopping.is_set() and task is not None and task.uncancel() == 0:
                 return None  # cancelled by stop(), nobody else: leave the loop normally
@@ -236,6 +244,7 @@ class Worker:
     def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
         task = asyncio.create_task(executor.execute(job), name=f"job:{job.job_id}")
         self._running[job.job_id] = task
+        self._queue_of[job.job_id] = job.queue
         self._busy.add(job.job_id)
         task.add_done_callback(lambda _: self._job_done(job.job_id))
 
@@ -247,6 +256,7 @@ class Worker:
 
     def _job_done(self, job_id: str) -> None:
         self._running.pop(job_id, None)
+        self._queue_of.pop(job_id, None)
         self._busy.discard(job_id)
         self.jobs_done += 1
         self._check_recycle()
@@ -304,7 +314,7 @@ class Worker:
         try:
             while time.monotonic() < deadline and not self._stopping.is_set():
                 with suppress(RedisError, OSError):
-                    for worker in await list_workers(self._redis, self.settings.queue_name):
+                    for worker in await list_workers(self._redis, self.settings.worker_queues[0][0]):
                         theirs = _slot_of(worker.worker_id)
                         if theirs is not None and theirs[0] == slot and theirs[1] > generation:
                             log.info("worker_replaced", successor=worker.worker_id)
@@ -318,16 +328,17 @@ class Worker:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _give_back_unstarted(self, queue: RedisQueue) -> None:
+    async def _give_back_unstarted(self, queues: WorkerQueues) -> None:
         """Give back, before draining, jobs leased to us that we never started: a job an enqueue handed over
         just as our blocked read was cancelled by stop() is popped off the inbox on a read nobody reads.
         Without this it would wait for our drain and exit (or a recycle's long job) before running."""
-        unstarted = set(await queue.held()) - set(self._running)
-        if not unstarted:
-            return
-        now_ms = int(time.time() * 1000)
-        await asyncio.gather(*(queue.release(job_id, due_ms=now_ms, give_back_try=True) for job_id in unstarted))
-        log.info("handed_jobs_given_back", jobs=sorted(unstarted))
+        for queue in queues:
+            unstarted = set(await queue.held()) - set(self._running)
+            if not unstarted:
+                continue
+            now_ms = int(time.time() * 1000)
+            await asyncio.gather(*(queue.release(job_id, due_ms=now_ms, give_back_try=True) for job_id in unstarted))
+            log.info("handed_jobs_given_back", jobs=sorted(unstarted), queue=queue.queue)
 
     async def _drain(self) -> None:
         if not self._running:
@@ -344,34 +355,36 @@ class Worker:
         nobody has claimed yet), and drain this worker if asked to."""
         while True:
             await asyncio.sleep(self.settings.abort_poll_s)
-            try:
-                asked = await parts.queue.control_requests()
-                queued = []
-                for job_id in asked.aborts:
-                    if (task := self._running.get(job_id)) is not None:
-                        parts.executor.abort(job_id, task)
-                    else:
-                        queued.append(job_id)
-                if queued and not self._stopping.is_set():  # a page a poll: a purge may ask for thousands
-                    for claimed in await parts.queue.claim_aborted(queued[:_ABORTS_PER_POLL]):
-                        self._start(parts.executor, claimed)
-                if asked.drain and not self._stopping.is_set():
-                    self._retire(ExitReason.DRAINED)
-            except (RedisError, OSError) as exc:
-                log.warning("abort_watch_failed", error=repr(exc))
+            for queue in parts.queues:
+                try:
+                    asked = await queue.control_requests()
+                    queued = []
+                    for job_id in asked.aborts:
+                        if (task := self._running.get(job_id)) is not None:
+                            parts.executor.abort(job_id, task)
+                        else:
+                            queued.append(job_id)
+                    if queued and not self._stopping.is_set():  # a page a poll: a purge may ask for thousands
+                        for claimed in await queue.claim_aborted(queued[:_ABORTS_PER_POLL]):
+                            self._start(parts.executor, claimed)
+                    if asked.drain and not self._stopping.is_set():
+                        self._retire(ExitReason.DRAINED)
+                except (RedisError, OSError) as exc:
+                    log.warning("abort_watch_failed", error=repr(exc), queue=queue.queue)
 
-    async def _renew_leases(self, queue: RedisQueue) -> None:
-        period = queue.lease_ms / 3000
+    async def _renew_leases(self, queues: WorkerQueues) -> None:
+        period = queues.primary.lease_ms / 3000
         while True:
             await asyncio.sleep(period)
-            try:
-                lost = await queue.renew(list(self._running))
-            except (RedisError, OSError) as exc:
-                log.warning("lease_renewal_failed", error=repr(exc))
-                continue
-            for job_id in lost:
-                if job_id in self._running:
-                    log.warning("lease_lost", job_id=job_id)
+            for queue in queues:
+                try:
+                    lost = await queue.renew([job for job, name in self._queue_of.items() if name == queue.queue])
+                except (RedisError, OSError) as exc:
+                    log.warning("lease_renewal_failed", error=repr(exc), queue=queue.queue)
+                    continue
+                for job_id in lost:
+                    if job_id in self._running:
+                        log.warning("lease_lost", job_id=job_id)
 
 
 def _slot_of(worker_id: str) -> tuple[str, int] | None:
@@ -383,8 +396,10 @@ def _slot_of(worker_id: str) -> tuple[str, int] | None:
 class _Parts:
     """The worker's per-run collaborators, bundled for the loop."""
 
-    def __init__(self, executor: JobExecutor, queue: RedisQueue, specs: dict[str, Any], resources: Resources) -> None:
+    def __init__(
+        self, executor: JobExecutor, queues: WorkerQueues, specs: dict[str, Any], resources: Resources
+    ) -> None:
         self.executor = executor
         self.resources = resources
-        self.queue = queue
+        self.queues = queues
         self.specs = specs

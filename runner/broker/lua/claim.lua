@@ -19,7 +19,8 @@
 -- ARGV[8] try_prefix     + job id: a job's try counter
 -- ARGV[9] try_ttl_ms
 -- ARGV[10] idle_member   "<lease ms>:<worker>"
--- ARGV[11] idle_until_ms when this worker's idle entry lapses
+-- ARGV[11] idle_until_ms when this worker's idle entry lapses; 0: do not register as idle (a worker serving
+--                        several queues with fewer free slots than queues takes no hand-offs, only wake-ups)
 -- Returns {next due ms or -1 (only when idle), {{id, payload, try, due ms, aborted 0|1}, ...}}.
 local queue, leases, wake, idle, inbox, abort = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now, want, lease_ms, worker, scan = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -27,16 +28,24 @@ local lease_prefix, job_prefix, try_prefix, try_ttl_ms = ARGV[6], ARGV[7], ARGV[
 local idle_member, idle_until_ms = ARGV[10], ARGV[11]
 
 local out, got, offset = {}, 0, 0
--- No longer idle; take what enqueues handed us since our last wait (only if still leased to us).
+-- No longer idle; take what enqueues handed us since our last wait (only if still leased to us), up to
+-- `want`: past it (a worker of several queues given no slot on this one) give it back, with its try.
 redis.call('ZREM', idle, idle_member)
 for _, item in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
   local n, rest = string.match(item, '^(%d+)|(.*)$')
   local id = string.sub(rest, 1, tonumber(n))
   if redis.call('GET', lease_prefix .. id) == worker then
-    redis.call('PEXPIRE', lease_prefix .. id, lease_ms)
-    out[#out + 1] = {id, redis.call('GET', job_prefix .. id), redis.call('GET', try_prefix .. id) or 1,
-                     redis.call('ZSCORE', queue, id) or now, redis.call('ZSCORE', abort, id) and 1 or 0}
-    got = got + 1
+    if got < want then
+      redis.call('PEXPIRE', lease_prefix .. id, lease_ms)
+      out[#out + 1] = {id, redis.call('GET', job_prefix .. id), redis.call('GET', try_prefix .. id) or 1,
+                       redis.call('ZSCORE', queue, id) or now, redis.call('ZSCORE', abort, id) and 1 or 0}
+      got = got + 1
+    else
+      redis.call('DEL', lease_prefix .. id)
+      redis.call('SREM', leases, id)
+      if tonumber(redis.call('GET', try_prefix .. id) or '0') > 0 then redis.call('DECR', try_prefix .. id) end
+      redis.call('LPUSH', wake, 1)
+    end
   end
 end
 redis.call('DEL', inbox)
@@ -63,7 +72,7 @@ if got > 0 then
 end
 -- Nothing to run: register as idle, drop stale wake-ups (an enqueue after this script hands off or pushes
 -- a fresh one, so none is lost), and say when the next deferred job falls due, so the caller sleeps that long.
-redis.call('ZADD', idle, idle_until_ms, idle_member)
+if idle_until_ms ~= '0' then redis.call('ZADD', idle, idle_until_ms, idle_member) end
 redis.call('DEL', wake)
 local nxt = redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 return {nxt[2] or -1, out}
