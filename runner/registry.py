@@ -123,8 +123,8 @@ class JobSpec:
         """Validate JSON arguments against the signature; raise JobArgumentsError saying what is wrong.
         Positional ones (from producers that send them) take their names first (see `keywords`)."""
         kwargs = self.keywords(args, kwargs)
-        unknown = sorted(set(kwargs) - set(self._params))
-        missing = sorted(self._required - set(kwargs))
+        unknown = sorted(kwargs.keys() - self._params.keys())
+        missing = sorted(self._required - kwargs.keys())
         if unknown or missing:
             raise JobArgumentsError(
                 f"job {self.name!r} expects arguments {sorted(self._params)}; "

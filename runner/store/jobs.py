@@ -264,7 +264,8 @@ def collapse(transitions: Sequence[Transition]) -> list[Transition]:
     an earlier one was terminal (the guard would refuse what follows it); a start is remembered."""
     merged: dict[str, Transition] = {}
     for t in transitions:
-        t = replace(t, started=t.started or t.status is JobStatus.PROCESSING)
+        if t.status is JobStatus.PROCESSING and not t.started:
+            t = replace(t, started=True)
         prev = merged.get(t.job_id)
         if prev is None:
             merged[t.job_id] = t

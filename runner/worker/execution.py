@@ -8,6 +8,7 @@ that fails (Redis or Postgres gone) releases the job rather than dropping it: no
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import structlog
 from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime
+from structlog.contextvars import bind_contextvars
 
 from runner import envelope, tracing
 from runner.broker.queue import ClaimedJob, Finished, RedisQueue
@@ -160,11 +162,11 @@ class JobExecutor:
 
     async def execute(self, claimed: ClaimedJob) -> None:
         """Run one claimed job to one of its ends; never raises but CancelledError (worker stopping)."""
-        CURRENT_JOB_ID.set(claimed.job_id)  # this task's: jobs it enqueues name it as their parent
-        with (
-            structlog.contextvars.bound_contextvars(job_id=claimed.job_id, attempt=claimed.try_count),
-            JOBS_IN_FLIGHT.track_inprogress(),
-        ):
+        # Bound in this job's own task (its context is a copy): nothing to unbind, and nothing leaks to the
+        # worker's loop. `bound_contextvars` would copy every context variable twice a job.
+        CURRENT_JOB_ID.set(claimed.job_id)  # jobs it enqueues name it as their parent
+        bind_contextvars(job_id=claimed.job_id, attempt=claimed.try_count)
+        with JOBS_IN_FLIGHT.track_inprogress():
             try:
                 await self._execute(claimed)
             except asyncio.CancelledError:
@@ -184,11 +186,9 @@ class JobExecutor:
             return
         spec = prepared.spec
         fields = {k: _loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
-        with (
-            structlog.contextvars.bound_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields),
-            tracing.run_span(
-                spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=claimed.queue, meta=prepared.meta
-            ),
+        bind_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields)
+        with tracing.run_span(
+            spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=claimed.queue, meta=prepared.meta
         ):
             ctx = self._context(claimed, prepared)
             if claimed.aborted:
@@ -456,8 +456,15 @@ class JobExecutor:
 
 
 def _count(job_name: str, outcome: str, started: float) -> None:
-    JOBS.labels(job_name, outcome).inc()
-    JOB_DURATION.labels(job_name, outcome).observe(time.monotonic() - started)
+    jobs, duration = _counters(job_name, outcome)
+    jobs.inc()
+    duration.observe(time.monotonic() - started)
+
+
+@functools.cache
+def _counters(job_name: str, outcome: str) -> tuple[Any, Any]:
+    """A job's counter and histogram for an outcome (looking labels up costs more than counting)."""
+    return JOBS.labels(job_name, outcome), JOB_DURATION.labels(job_name, outcome)
 
 
 def _take_back_cancel() -> None:
