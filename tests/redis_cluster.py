@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import redis
 
 from runner.devservers import LOOPBACK, EmbeddedValkey
 from runner.devservers.process import EmbeddedServerError, free_port, log_tail
+from tests.redis_until import until
 
 __all__ = ["NODE_TIMEOUT_MS", "RedisClusterGroup", "ask", "key_slot"]
 
@@ -88,11 +88,11 @@ class RedisClusterGroup:
         first = self.nodes[0]
         for node in self.nodes[1:]:
             ask(first.port, "CLUSTER MEET", LOOPBACK, node.port, node.bus_port)
-        _until(lambda: all(len(_nodes(n.port)) == len(self.nodes) for n in self.nodes), "the nodes did not meet")
+        until(lambda: all(len(_nodes(n.port)) == len(self.nodes) for n in self.nodes), "the nodes did not meet")
         if self._replicas:
             for shard in self.shards:
                 ask(shard.replica.port, "CLUSTER REPLICATE", shard.master.node_id)
-        _until(self._settled, "the cluster did not reach cluster_state:ok", timeout=30)
+        until(self._settled, "the cluster did not reach cluster_state:ok", timeout=30)
 
     def _settled(self) -> bool:
         if not all(_info(n.port).get("cluster_state") == "ok" for n in self.nodes):
@@ -204,16 +204,3 @@ def _replication(port: int) -> dict[str, str]:
 
 def _nodes(port: int) -> list[str]:
     return [line for line in ask(port, "CLUSTER NODES").decode().splitlines() if line.strip()]
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(0.05)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,39 @@ def lost_and_duplicated(fleets: list[Fleet], story_ids: list[str]) -> tuple[int,
             done[event["job_id"]] = done.get(event["job_id"], 0) + 1
     wanted = [f"story_task.generate:{s}" for s in story_ids]
     return sum(1 for j in wanted if j not in done), sum(done.get(j, 0) - 1 for j in wanted if j in done)
+
+
+async def post_stories(api: Any, count: int, *, prompt: str = "a lighthouse that learns to swim",
+                       user_id: str = "fault-tests") -> list[str]:  # fmt: skip
+    """POST `count` stories at once through the API; their ids (each must be accepted: 202)."""
+    body = {"title": "", "prompt": prompt, "user_id": user_id}
+    responses = await asyncio.gather(*(api.post("/stories/", json=body) for _ in range(count)))
+    assert [r.status_code for r in responses] == [202] * count, [r.text for r in responses if r.status_code != 202]
+    return [r.json()["story_id"] for r in responses]
+
+
+async def processing_jobs(resources: Resources, settings: Settings) -> int:
+    count: int = await resources.db.fetchval(
+        "SELECT count(*) FROM runner_jobs WHERE queue = $1 AND status = 'processing'", settings.queue_name
+    )
+    return count
+
+
+async def until_processing(resources: Resources, settings: Settings, at_least: int) -> None:
+    async def check() -> bool:
+        return await processing_jobs(resources, settings) >= at_least
+
+    await wait_for(check, 20, every=0.01)
+
+
+def no_loss_no_duplicates(fleet: Any, story_ids: list[str]) -> str:
+    """Assert that across the fleets `fleet` (the `fleet` fixture) made every story job completed exactly once;
+    say so for the measured line."""
+    lost, duplicated = lost_and_duplicated(fleet.made, story_ids)
+    assert (lost, duplicated) == (0, 0)
+    return f"lost {lost}, duplicated {duplicated}"
+
+
+def at(event: dict[str, Any]) -> float:
+    """An event's time (epoch s) from the JSON log's ISO timestamp."""
+    return datetime.fromisoformat(event["timestamp"]).timestamp()

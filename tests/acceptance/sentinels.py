@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import redis
 
 from runner.devservers import LOOPBACK, EmbeddedServer, EmbeddedValkey
 from runner.devservers.valkey import _redis_ping, _valkey_binary
+from tests.redis_until import until
 
 __all__ = ["DOWN_AFTER_MS", "MASTER_NAME", "SentinelGroup", "ask"]
 
@@ -108,7 +107,7 @@ class SentinelGroup:
         def synced() -> bool:
             return all(ask(r.port, "INFO", "replication").get("master_link_status") == "up" for r in self.replicas)
 
-        _until(synced, "the replicas did not sync with the master")
+        until(synced, "the replicas did not sync with the master")
 
     def start_sentinels(self) -> None:
         """The sentinels, once each knows the two replicas and the two other sentinels (needed to fail over)."""
@@ -122,7 +121,7 @@ class SentinelGroup:
                     return False
             return True
 
-        _until(acquainted, "the sentinels did not find each other and the replicas", timeout=30)
+        until(acquainted, "the sentinels did not find each other and the replicas", timeout=30)
 
     def stop(self) -> None:
         for server in self._stopped:
@@ -180,16 +179,3 @@ def ask(port: int, command: str, *args: Any) -> Any:
     """One command to the server on `port`, over a connection of its own (closed after), with tight timeouts."""
     with redis.Redis(host=LOOPBACK, port=port, socket_timeout=2, socket_connect_timeout=2) as client:
         return client.execute_command(command, *args)
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout}s")
-        time.sleep(0.05)

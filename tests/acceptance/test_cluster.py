@@ -7,13 +7,10 @@ Each test reports what it measured (run pytest with -s to see the lines starting
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +19,15 @@ from runner.broker.keys import QueueKeys
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.acceptance.conftest import MakeFleet
-from tests.acceptance.fleet import assert_each_story_completed_once, lost_and_duplicated, now, until_stories
+from tests.acceptance.fleet import (
+    assert_each_story_completed_once,
+    at,
+    no_loss_no_duplicates,
+    now,
+    post_stories,
+    until_processing,
+    until_stories,
+)
 from tests.conftest import MakeSettings, wait_for
 from tests.redis_cluster import NODE_TIMEOUT_MS, RedisClusterGroup, key_slot
 
@@ -44,33 +49,6 @@ def group(tmp_path: Path) -> Iterator[RedisClusterGroup]:
 def settings(make_settings: MakeSettings, group: RedisClusterGroup) -> Settings:
     """This test's settings, with Redis through the cluster (no REDIS_URL)."""
     return make_settings(redis_url=None, redis_cluster_nodes=group.nodes_setting)
-
-
-async def post_stories(api: httpx.AsyncClient, count: int) -> list[str]:
-    body = {"title": "", "prompt": "a cartographer who maps clouds", "user_id": "cluster-tests"}
-    responses = await asyncio.gather(*(api.post("/stories/", json=body) for _ in range(count)))
-    assert [r.status_code for r in responses] == [202] * count, [r.text for r in responses if r.status_code != 202]
-    return [r.json()["story_id"] for r in responses]
-
-
-async def until_processing(resources: Resources, settings: Settings, at_least: int) -> None:
-    async def check() -> bool:
-        count: int = await resources.db.fetchval(
-            "SELECT count(*) FROM runner_jobs WHERE queue = $1 AND status = 'processing'", settings.queue_name
-        )
-        return count >= at_least
-
-    await wait_for(check, 20, every=0.01)
-
-
-def at(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["timestamp"]).timestamp()
-
-
-def no_loss_no_duplicates(fleet: MakeFleet, story_ids: list[str]) -> str:
-    lost, duplicated = lost_and_duplicated(fleet.made, story_ids)  # type: ignore[attr-defined]
-    assert (lost, duplicated) == (0, 0)
-    return f"lost {lost}, duplicated {duplicated}"
 
 
 def queue_slot(settings: Settings) -> int:

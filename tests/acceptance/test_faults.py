@@ -19,37 +19,18 @@ from runner.resources import Resources
 from runner.settings import Settings
 from tests.acceptance import crashy_jobs
 from tests.acceptance.conftest import MakeFleet
-from tests.acceptance.fleet import assert_each_story_completed_once, lost_and_duplicated, now, until_stories
+from tests.acceptance.fleet import (
+    assert_each_story_completed_once,
+    no_loss_no_duplicates,
+    now,
+    post_stories,
+    processing_jobs,
+    until_processing,
+    until_stories,
+)
 from tests.conftest import Servers, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def no_loss_no_duplicates(fleet: MakeFleet, story_ids: list[str]) -> str:
-    lost, duplicated = lost_and_duplicated(fleet.made, story_ids)  # type: ignore[attr-defined]
-    assert (lost, duplicated) == (0, 0)
-    return f"lost {lost}, duplicated {duplicated}"
-
-
-async def post_stories(api: httpx.AsyncClient, count: int) -> list[str]:
-    body = {"title": "", "prompt": "a lighthouse that learns to swim", "user_id": "fault-tests"}
-    responses = await asyncio.gather(*(api.post("/stories/", json=body) for _ in range(count)))
-    assert all(r.status_code == 202 for r in responses)
-    return [r.json()["story_id"] for r in responses]
-
-
-async def processing_jobs(resources: Resources, settings: Settings) -> int:
-    count: int = await resources.db.fetchval(
-        "SELECT count(*) FROM runner_jobs WHERE queue = $1 AND status = 'processing'", settings.queue_name
-    )
-    return count
-
-
-async def until_processing(resources: Resources, settings: Settings, at_least: int) -> None:
-    async def check() -> bool:
-        return await processing_jobs(resources, settings) >= at_least
-
-    await wait_for(check, 20, every=0.01)
 
 
 async def rerun_starts(resources: Resources, settings: Settings) -> list[datetime]:

@@ -12,7 +12,6 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,16 @@ from runner.resources import Resources, connect_redis
 from runner.settings import Settings
 from runner.store.jobs import JobStore
 from tests.acceptance.conftest import MakeFleet
-from tests.acceptance.fleet import Fleet, assert_each_story_completed_once, lost_and_duplicated, now, until_stories
+from tests.acceptance.fleet import (
+    Fleet,
+    assert_each_story_completed_once,
+    at,
+    no_loss_no_duplicates,
+    now,
+    post_stories,
+    until_processing,
+    until_stories,
+)
 from tests.acceptance.sentinels import DOWN_AFTER_MS, MASTER_NAME, SentinelGroup, ask
 from tests.conftest import MakeSettings, wait_for
 
@@ -55,34 +63,6 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def settings(make_settings: MakeSettings, group: SentinelGroup) -> Settings:
     """This test's settings, with Redis through the group's sentinels (no REDIS_URL)."""
     return make_settings(redis_url=None, redis_sentinels=group.sentinels_setting, redis_sentinel_master=MASTER_NAME)
-
-
-async def post_stories(api: httpx.AsyncClient, count: int) -> list[str]:
-    body = {"title": "", "prompt": "a lighthouse keeper who trains seagulls", "user_id": "sentinel-tests"}
-    responses = await asyncio.gather(*(api.post("/stories/", json=body) for _ in range(count)))
-    assert [r.status_code for r in responses] == [202] * count
-    return [r.json()["story_id"] for r in responses]
-
-
-async def until_processing(resources: Resources, settings: Settings, at_least: int) -> None:
-    async def check() -> bool:
-        count: int = await resources.db.fetchval(
-            "SELECT count(*) FROM runner_jobs WHERE queue = $1 AND status = 'processing'", settings.queue_name
-        )
-        return count >= at_least
-
-    await wait_for(check, 20, every=0.01)
-
-
-def no_loss_no_duplicates(fleet: MakeFleet, story_ids: list[str]) -> str:
-    lost, duplicated = lost_and_duplicated(fleet.made, story_ids)  # type: ignore[attr-defined]
-    assert (lost, duplicated) == (0, 0)
-    return f"lost {lost}, duplicated {duplicated}"
-
-
-def at(event: dict[str, Any]) -> float:
-    """An event's time (epoch s) from the JSON log's ISO timestamp."""
-    return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
 async def test_a_read_a_failover_unblocks_is_a_lost_connection(resources: Resources, settings: Settings, group):
