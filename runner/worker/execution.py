@@ -31,7 +31,7 @@ from runner.fleet.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.intake.results import ForeignResults, ReportedRun
 from runner.registry import JobSpec
 from runner.resources import Resources
-from runner.status import JobStatus
+from runner.status import TERMINAL, JobStatus
 from runner.store.jobs import JobStore, Transition
 from runner.worker.batching import Batcher
 from runner.worker.joins import Joins
@@ -194,6 +194,8 @@ class JobExecutor:
             if claimed.aborted:
                 await self._cancelled(claimed, prepared, ctx, time.monotonic())
                 return
+            if claimed.try_count > 1 and await self._ended_already(claimed):
+                return
             self._runs[claimed.job_id] = prepared.run_started
             if prepared.tries_used > spec.max_tries:
                 error = f"gave up after {spec.max_tries} tries: the job's worker stopped each time before it ended"
@@ -205,6 +207,18 @@ class JobExecutor:
             if (run := self._foreign_run(claimed, prepared)) is not None:  # a Celery or arq sender waits to hear
                 await self._foreign.started(run)
             await self._run(claimed, prepared, ctx)
+
+    async def _ended_already(self, claimed: ClaimedJob) -> bool:
+        """Whether a job claimed again (a try past the first) has a final row already: Redis lost the finish
+        of a run that ended (a Sentinel or Cluster failover drops the last writes a replica never got). Postgres
+        is the record, so the job is finished in Redis without running twice. Read only for re-runs."""
+        row = await ride_out(lambda: self._store.get(claimed.job_id), what="status_read", budget_s=self._outage_s)
+        if row is None or row.status not in TERMINAL:
+            return False
+        why = "Redis lost the end of an earlier run (a failover?); its row is final: not run again"
+        log.warning("job_already_ended", status=row.status.value, attempts=row.attempts, why=why)
+        await self._finish(claimed, None)
+        return True
 
     async def _run(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> None:
         """Call the job, free its slot, then record how it ended (the slot is not held for bookkeeping)."""

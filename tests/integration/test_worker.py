@@ -13,6 +13,7 @@ import orjson
 import pytest
 import structlog
 
+from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import QueueKeys
 from runner.broker.queue import RedisQueue
 from runner.client import JobClient
@@ -377,3 +378,33 @@ async def test_retry_later_does_not_use_up_tries(resources: Resources, settings:
     row = await client.get(job_id)
     assert row is not None and (row.attempts, row.result) == (1, 1)
     assert deferrals[job_id] == 4
+
+
+async def test_a_job_whose_end_redis_lost_is_not_run_again(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """A failover can drop the last writes (async replication): a job's finish among them, so the job is back
+    in the queue, claimed again. Its row is final in Postgres, the record: it is finished, not run twice."""
+    client = client_for(resources, settings)
+    job_id = f"lost-finish-{settings.queue_name}"
+    await client.enqueue("probe.flaky", job_id=job_id, key=job_id, fail_times=0)
+    worker = await run_worker(REGISTRY)
+    await until_status(client, job_id, JobStatus.COMPLETED)
+    worker.stop()
+    await asyncio.sleep(0.5)
+    keys = QueueKeys.of(settings.queue_name)
+    # Redis as a promoted replica that never got the finish: the job queued, one try used, no result.
+    await resources.redis.delete(keys.result(job_id))
+    args = {"key": job_id, "fail_times": 0}
+    assert await Enqueuer(resources.redis).enqueue(settings.queue_name, job_id, "probe.flaky", args)
+    await resources.redis.set(keys.tries(job_id), 1)
+    with structlog.testing.capture_logs() as logs:
+        await run_worker(REGISTRY)
+
+        async def finished() -> bool:
+            return await resources.redis.zscore(keys.jobs, job_id) is None
+
+        await wait_for(finished)
+    assert calls[job_id] == 1, "the job ran a second time"
+    assert await status_of(client, job_id) == JobStatus.COMPLETED
+    assert [e["status"] for e in logs if e["event"] == "job_already_ended"] == ["completed"]
