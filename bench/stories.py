@@ -25,6 +25,7 @@ import httpx
 import psutil
 
 from runner.devservers import free_port
+from runner.fleet.zygote import TITLE as ZYGOTE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +60,9 @@ def fleet_memory_mib(supervisor: int) -> dict[str, float]:
             role = "supervisor"
         elif "worker" in cmd or "api" in cmd:
             role = "workers" if "worker" in cmd else "api"
+        elif cmd[:1] == [ZYGOTE]:  # what the workers and the API are forked from: in the fleet's PSS
+            memory["fleet_pss_mib"] += info.pss / 2**20
+            continue
         else:
             continue  # the embedded Redis and Postgres servers
         memory[f"{role}_rss_mib"] += info.rss / 2**20

@@ -53,7 +53,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.push_async_callback(_bounded_close, "postgres", db.close())
         redis = await _retry_startup("redis", settings, lambda: connect_redis(settings))
         stack.push_async_callback(_bounded_close, "redis", redis.aclose())
+        from runner.tls import CONTEXT
+
         http = httpx.AsyncClient(
+            verify=CONTEXT,
             timeout=httpx.Timeout(settings.http_read_timeout_s, connect=settings.http_connect_timeout_s),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )

@@ -23,9 +23,11 @@ def run_fleet(settings: Settings, *, app: str | None, registry: str | None) -> i
     from runner.fleet.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
 
     os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.data_dir))
+    from runner.cli import main
     from runner.fleet.launcher import LaunchPlan, launch
 
-    return launch(settings, LaunchPlan(app=app, registry=registry))
+    # Children are forked from a zygote that runs `main` for them, as `python -m runner <command>` would.
+    return launch(settings, LaunchPlan(app=app, registry=registry), entry=main)
 
 
 def run_worker(registry_path: str, worker_id: str | None) -> int:

@@ -4,6 +4,7 @@ supervisor, all stopped cleanly by Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Iterator
@@ -18,11 +19,14 @@ from runner.broker.queue import release_dead_worker
 from runner.fleet.metrics import MULTIPROC_ENV, WORKER_EXITS, fleet_registry, mark_process_dead
 from runner.fleet.predecessors import SCAN_BOUND_S, release_predecessors
 from runner.fleet.supervisor import RECYCLE_EXIT_CODE, ChildSpec, Supervisor, python_argv
+from runner.fleet.zygote import Entry, Zygote
 from runner.settings import Settings
+from runner.worker.outage import ride_out
 
 __all__ = ["LaunchPlan", "embedded_servers", "launch"]
 
 log = structlog.get_logger("runner.fleet.launcher")
+_RELEASE_BUDGET_S = 8.0  # a dead worker's lease release retries this long (the supervisor waits 10 s for it)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,39 @@ def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
         yield env
 
 
-def launch(settings: Settings, plan: LaunchPlan) -> int:
-    """Run the plan in the foreground until a signal stops it; return the process exit code."""
+# What the forked children import before they run: imported once, in the zygote, their pages shared.
+_WORKER_MODULES = ("runner.worker.worker", "runner.tracing", "runner.fleet.heap", "runner.tls")
+_API_MODULES = (
+    "uvicorn", "uvicorn.protocols.http.auto", "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "runner.tracing", "runner.fleet.heap", "runner.tls",
+)  # fmt: skip
+
+
+def launch(settings: Settings, plan: LaunchPlan, *, entry: Entry | None = None) -> int:
+    """Run the plan in the foreground until a signal stops it; return the process exit code. With `entry`
+    (what `python -m runner` runs), the children are forked from a zygote (runner.fleet.zygote) started
+    here first, before any server, thread or event loop."""
+    zygote = Zygote.start(entry, preload_modules(settings, plan)) if entry is not None else None
+    try:
+        return _launch(settings, plan, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()
+
+
+def preload_modules(settings: Settings, plan: LaunchPlan) -> list[str]:
+    """The modules the plan's children import, for the zygote."""
+    modules: list[str] = ["uvloop"]
+    if plan.registry:
+        modules += [plan.registry.partition(":")[0], *_WORKER_MODULES]
+        if settings.celery_intake or settings.arq_intake:
+            modules.append("runner.intake.process")
+    if plan.app:
+        modules += [plan.app.partition(":")[0], *_API_MODULES]
+    return list(dict.fromkeys(modules))
+
+
+def _launch(settings: Settings, plan: LaunchPlan, zygote: Zygote | None) -> int:
     import uvloop
 
     with embedded_servers(settings) as server_env:
@@ -74,7 +109,7 @@ def launch(settings: Settings, plan: LaunchPlan) -> int:
         redis_url = server_env.get("REDIS_URL") or settings.redis_url
         code: int = uvloop.run(
             _supervise(_children(settings, plan), env, settings.model_copy(update={"redis_url": redis_url}),
-                       free_predecessors=plan.registry is not None)
+                       free_predecessors=plan.registry is not None, zygote=zygote)
         )  # fmt: skip
         return code
 
@@ -101,13 +136,16 @@ def _children(settings: Settings, plan: LaunchPlan) -> list[ChildSpec]:
 
 
 async def _supervise(
-    children: list[ChildSpec], env: dict[str, str], settings: Settings, *, free_predecessors: bool
-) -> int:
+    children: list[ChildSpec], env: dict[str, str], settings: Settings, *, free_predecessors: bool,
+    zygote: Zygote | None = None,
+) -> int:  # fmt: skip
     async with _LeaseReleaser(settings) as releaser:
         if free_predecessors:  # before any worker of ours exists: see runner.fleet.predecessors
             await releaser.release_predecessors()
+        if zygote is not None:
+            zygote.watch()
         supervisor = Supervisor(children, env=env, grace_s=settings.shutdown_grace_s, on_exit=releaser.release,
-                                host=settings.host_id)  # fmt: skip
+                                host=settings.host_id, zygote=zygote)  # fmt: skip
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, supervisor.handle_signal, signum)
@@ -147,7 +185,10 @@ class _LeaseReleaser:
         if self._redis is None:
             self._redis = await connect_redis(self._settings)
         for queue, _ in self._settings.worker_queues:
-            released = await release_dead_worker(self._redis, instance, queue, self._settings.lease_ttl_s)
+            # Ridden out a while: just after a failover the client may still hold the dead master's address.
+            released = await ride_out(functools.partial(release_dead_worker, self._redis, instance, queue,
+                                                        self._settings.lease_ttl_s),
+                                      what="release_dead_worker_leases", budget_s=_RELEASE_BUDGET_S)  # fmt: skip
             if released:
                 log.warning("dead_worker_leases_released", worker_id=instance, exit_code=exit_code, jobs=released,
                             queue=queue)  # fmt: skip

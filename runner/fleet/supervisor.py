@@ -7,7 +7,9 @@ pipe first; the supervisor starts its replacement before it leaves, so capacity 
 SIGTERM or Ctrl-C stops every child gracefully; a second Ctrl-C kills them.
 
 Children run in their own sessions so a terminal's Ctrl-C reaches only the supervisor, which then signals
-each child exactly once (modelled on uvicorn's multiprocess supervisor).
+each child exactly once (modelled on uvicorn's multiprocess supervisor). Given a zygote, `python -m runner`
+children are forked from it (pre-imported, pages shared: runner.fleet.zygote) and adopted, so they are
+this process's children all the same; any other command, or a zygote that failed, is exec'd.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import structlog
 
 from runner.backoff import Backoff
 from runner.fleet.control import BEAT_S, CONTROL_FD_ENV, parse_line
+from runner.fleet.forked import ChildProcess
 from runner.fleet.metrics import RESTART_REASONS, WORKER_RESTARTS
+
+if TYPE_CHECKING:
+    from runner.fleet.zygote import Zygote
 
 __all__ = ["CONTROL_FD_ENV", "RECYCLE_EXIT_CODE", "ChildExit", "ChildSpec", "Supervisor", "python_argv"]
 
@@ -53,11 +60,14 @@ class ChildSpec:
 @dataclass
 class _Slot:
     spec: ChildSpec
-    current: asyncio.subprocess.Process | None = None
+    current: ChildProcess | None = None
     started_at: float = 0.0
     crashes: int = 0
     generation: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    # Held while a process is being started in this slot (a zygote's fork is a round trip): an older
+    # process's exit is handled after it, so a replacement is always seen starting before its elder leaves.
+    spawning: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
 
 class Supervisor:
@@ -71,15 +81,17 @@ class Supervisor:
         grace_s: float,
         on_exit: ChildExit | None = None,
         host: str | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self._slots = [_Slot(spec) for spec in children]
         self._host = host or socket.gethostname()  # the first part of each child's instance id
         self._env = env
         self._grace_s = grace_s
         self._on_exit = on_exit
+        self._zygote = zygote  # forks `python -m runner ...` children from pre-imported memory
         self._stopping = asyncio.Event()
         self._signals = 0
-        self._processes: set[asyncio.subprocess.Process] = set()
+        self._processes: set[ChildProcess] = set()
         self.recycled = 0
         self.restarted = 0
         self.hung = 0
@@ -111,25 +123,34 @@ class Supervisor:
         return 0
 
     async def _spawn(self, slot: _Slot) -> None:
+        async with slot.spawning:
+            await self._start(slot)
+
+    async def _start(self, slot: _Slot) -> None:
         slot.generation += 1
         instance = f"{self._host}:{os.getpid()}:{slot.spec.name}.{slot.generation}"
         read_fd, write_fd = os.pipe()
+        argv, env = slot.spec.argv(instance), {**self._env, CONTROL_FD_ENV: str(write_fd)}
         try:
-            process = await asyncio.create_subprocess_exec(
-                *slot.spec.argv(instance), env={**self._env, CONTROL_FD_ENV: str(write_fd)},
-                pass_fds=(write_fd,), start_new_session=True, stdin=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
+            process: ChildProcess | None = None
+            if self._zygote is not None and self._zygote.can_fork(argv):
+                process = await self._zygote.spawn(argv, env, write_fd)
+            if process is None:
+                process = await asyncio.create_subprocess_exec(
+                    *argv, env=env, pass_fds=(write_fd,), start_new_session=True, stdin=asyncio.subprocess.DEVNULL
+                )
         finally:
             os.close(write_fd)
         slot.current, slot.started_at = process, time.monotonic()
         self._processes.add(process)
-        log.info("child_started", child=slot.spec.name, pid=process.pid, instance=instance)
+        log.info("child_started", child=slot.spec.name, pid=process.pid, instance=instance,
+                 forked=not isinstance(process, asyncio.subprocess.Process))  # fmt: skip
         for coro in (self._watch(slot, process, instance), self._listen(slot, process, read_fd)):
             task = asyncio.create_task(coro)
             slot.tasks.add(task)
             task.add_done_callback(slot.tasks.discard)
 
-    async def _listen(self, slot: _Slot, process: asyncio.subprocess.Process, read_fd: int) -> None:
+    async def _listen(self, slot: _Slot, process: ChildProcess, read_fd: int) -> None:
         """Read the child's control pipe: `retiring` means start its replacement now."""
         reader = asyncio.StreamReader()
         loop = asyncio.get_running_loop()
@@ -162,7 +183,7 @@ class Supervisor:
                 if heard is not None and now - heard > limit:
                     self._kill_hung(slot, process, f"it has been silent for {now - heard:.1f}s", "-")
 
-    def _kill_hung(self, slot: _Slot, process: asyncio.subprocess.Process, why: str, task: str) -> None:
+    def _kill_hung(self, slot: _Slot, process: ChildProcess, why: str, task: str) -> None:
         """SIGKILL a hung child; its exit then frees its leases at once, like any crash."""
         if process.returncode is not None or self._stopping.is_set():
             return
@@ -174,8 +195,10 @@ class Supervisor:
                   hang_after_s=slot.spec.hang_after_s)  # fmt: skip
         _signal(process, signal.SIGKILL)
 
-    async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process, instance: str) -> None:
+    async def _watch(self, slot: _Slot, process: ChildProcess, instance: str) -> None:
         code = await process.wait()
+        async with slot.spawning:  # a replacement being started is started first
+            pass
         self._processes.discard(process)
         self._heard.pop(process.pid, None)
         hung = process.pid in self._killed_hung
@@ -187,7 +210,7 @@ class Supervisor:
             return
         await self._replace(slot, process, code, hung)
 
-    async def _replace(self, slot: _Slot, process: asyncio.subprocess.Process, code: int, hung: bool) -> None:
+    async def _replace(self, slot: _Slot, process: ChildProcess, code: int, hung: bool) -> None:
         lived = time.monotonic() - slot.started_at
         if code == RECYCLE_EXIT_CODE:  # retired without warning us first: replace at once
             delay = 0.0
@@ -233,7 +256,7 @@ class Supervisor:
                 _signal(process, signal.SIGKILL)
 
 
-def _signal(process: asyncio.subprocess.Process, signum: int) -> None:
+def _signal(process: ChildProcess, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(process.pid, signum)
 
