@@ -79,12 +79,12 @@ def workers_ls(settings: Settings, as_json: bool) -> None:
     emit(found, as_json, lambda: table(f"workers of {settings.queue_name}", WORKER_COLUMNS, _worker_rows(found)))
 
 
-WORKER_COLUMNS = ["id", "host", "pid", "state", "running", "done", "RSS MB", "lag ms", "seen s ago"]
+WORKER_COLUMNS = ["id", "host", "pid", "state", "running", "done", "RSS MB", "lag ms", "seen s ago", "queues"]
 
 
 def _worker_rows(found: list[Any]) -> list[list[Any]]:
     return [[w.worker_id, w.host, w.pid, w.state, f"{w.running}/{w.concurrency}", w.jobs_done, w.rss_mb,
-             w.loop_lag_ms, w.heartbeat_age_s] for w in found]  # fmt: skip
+             w.loop_lag_ms, w.heartbeat_age_s, ",".join(w.queues)] for w in found]  # fmt: skip
 
 
 @workers.command("drain")

@@ -77,6 +77,7 @@ async def test_status_jobs_and_workers_describe_a_live_queue(
     assert code == 0 and [w["worker_id"] for w in listed] == [worker.worker_id]
     assert listed[0]["pid"] == os.getpid() and listed[0]["state"] == "running"
     assert listed[0]["jobs_done"] == 4 and listed[0]["heartbeat_age_s"] < 5
+    assert listed[0]["queues"] == [q]  # every queue it serves (QUEUES), this one among them
 
     code, checked, _ = await runner_cli(settings, "doctor")
     assert code == 0 and checked["healthy"] is True
