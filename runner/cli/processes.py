@@ -26,8 +26,9 @@ def run_fleet(settings: Settings, *, app: str | None, registry: str | None) -> i
     from runner.cli import main
     from runner.fleet.launcher import LaunchPlan, launch
 
-    # Children are forked from a zygote that runs `main` for them, as `python -m runner <command>` would.
-    return launch(settings, LaunchPlan(app=app, registry=registry), entry=main)
+    # Children are forked from a zygote that runs `main` for them, as `python -m runner <command>` would
+    # (FORK_CHILDREN=false: exec'd afresh).
+    return launch(settings, LaunchPlan(app=app, registry=registry), entry=main if settings.fork_children else None)
 
 
 def run_worker(registry_path: str, worker_id: str | None) -> int:

@@ -155,3 +155,15 @@ def test_a_process_title_shows_the_command_it_stands_for(tmp_path: Path) -> None
     short, long = out.stdout.splitlines()
     assert short.startswith("['short'")
     assert long == "True True"
+
+
+async def test_fork_children_false_execs_every_child_afresh(
+    resources: Resources, settings: Settings, fleet: MakeFleet
+) -> None:
+    """FORK_CHILDREN=false, for job modules that are not safe to fork: no zygote, every child exec'd."""
+    running = await fleet(registry=PROBES, fork_children="false").start()
+    assert running.process is not None
+    tree = psutil.Process(running.process.pid).children(recursive=True)
+    assert not [p for p in tree if p.cmdline()[:1] == [TITLE]], "a zygote was started"
+    assert [e["forked"] for e in running.events("child_started")] == [False, False]
+    await run_noops(resources, settings, 5)
