@@ -51,6 +51,31 @@ bench-rss: $(STAMP)
 bench-stories: $(STAMP)
 	$(BIN)/python -m bench.stories --stories $${STORIES:-50} --workers $${WORKERS:-2}
 
+## make bench-stories-http: the same 50 stories with the providers over real HTTP (a local provider server answering
+## each call after 50 ms): stories/min, p50/p95, CPU seconds a story of every process and where the time goes, over
+## RUNS=3 fresh fleets (PROFILE=file: one worker under cProfile too)
+.PHONY: bench-stories-http
+bench-stories-http: $(STAMP)
+	$(BIN)/python -m bench.stories_http --stories $${STORIES:-50} --workers $${WORKERS:-2} --runs $${RUNS:-3} \
+		$(if $(PROFILE),--profile-worker $(PROFILE))
+
+## make bench-stories-1000: 1,000 stories (about 7,000 jobs) at once, offline provider at 50 ms a call: all complete
+## and none stuck, stories/min, p50/p95, every fleet process's peak memory against its idle size
+.PHONY: bench-stories-1000
+bench-stories-1000: $(STAMP)
+	$(BIN)/python -m bench.stories_many --stories $${STORIES:-1000} --workers $${WORKERS:-2}
+
+## make bench-memory: USS / PSS / RSS of every process of a `make run` fleet after 50 stories (WORKERS=2, then 3: what
+## one more worker adds); MODE=exec: children exec'd as before the zygote, to compare
+.PHONY: bench-memory
+bench-memory: $(STAMP)
+	$(BIN)/python -m bench.fleet_memory $(if $(MODE),--mode $(MODE))
+
+## make bench-startup: spawn to first job of a worker (forked from the zygote, then exec'd), jobs waiting
+.PHONY: bench-startup
+bench-startup: $(STAMP)
+	$(BIN)/python -m bench.startup
+
 ## make bench-jobs: storymimi vs arq (default, tuned), pgqueuer, taskiq (Redis streams), SAQ and Celery prefork (each
 ## peer in its own venv, bench/.venv-<name>, made from bench/requirements-<name>.txt) on W1 no-op, W2 sleep, W3
 ## latency and starvation, 3 runs a cell (QUICK=1: one small run of each, a smoke test)
@@ -80,7 +105,8 @@ bench-ops: $(STAMP)
 bench-foreign: $(STAMP)
 	$(BIN)/python -m bench.foreign --jobs $${JOBS:-500} --rate $${RATE:-50}
 
-## make bench: the whole benchmark suite (jobs vs arq, pgqueuer, taskiq, SAQ and Celery, the story workload, worker memory, API load,
+## make bench: the whole benchmark suite (jobs vs arq, pgqueuer, taskiq, SAQ and Celery, the story workload offline, over
+## HTTP and 1,000 at once, worker memory, API load,
 ## job-list paging)
 .PHONY: bench
-bench: bench-jobs bench-stories bench-rss bench-api bench-ops bench-foreign
+bench: bench-jobs bench-stories bench-stories-http bench-stories-1000 bench-memory bench-startup bench-rss bench-api bench-ops bench-foreign

@@ -140,3 +140,67 @@ def test_the_w1_profile_gives_costs_per_job() -> None:
     cpu = report["cpu_ms_per_job"]
     assert set(cpu) == {"driver_and_worker", "redis", "postgres"} and finite_positive(cpu["driver_and_worker"]), cpu
     assert all(math.isfinite(v) and v >= 0 for v in cpu.values()), cpu
+
+
+@pytest.mark.timeout(120)
+def test_the_story_workload_over_http_completes_through_the_provider_server(tmp_path: Path) -> None:
+    """`make bench-stories-http`, 3 stories and one run: every story completes with its providers over HTTP (the
+    provider server answered exactly 7 chat, 5 image and 5 speech calls a story, warm-up included), stories/min,
+    p50/p95 and CPU seconds a story are finite positive, and the real results are untouched."""
+    real = ROOT / "bench" / "results" / "stories_http.json"
+    before, out = fingerprint(real), tmp_path / "http.json"
+    table = run("bench.stories_http", "--stories", "3", "--runs", "1", "--out", str(out), timeout=100)
+    assert fingerprint(real) == before, "the smoke pass overwrote bench/results/stories_http.json"
+    (r,) = json.loads(out.read_text())["runs"]
+    assert r["by_status"] == {"completed": 3} and r["failed"] == 0 and r["all_ended"], r["by_status"]
+    stories = 3 + r["warm_up_stories"]
+    assert r["provider_server"]["requests"] == {"chat": 7 * stories, "images": 5 * stories, "tts": 5 * stories}, r
+    assert r["jobs"]["media_task.generate"]["count"] == 15, r["jobs"]
+    assert all(finite_positive(r[k]) for k in ("per_min", "p50_s", "p95_s", "cpu_s_per_story")), r
+    assert finite_positive(r["cpu_s"]["workers"]) and all(v >= 0 for v in r["cpu_s"].values()), r["cpu_s"]
+    assert table_row(table, "| stories | failed |")[:2] == ["3", "0"] and f"raw results: {out}" in table
+
+
+MEMORY = ("rss_mib", "uss_mib", "pss_mib")
+
+
+@pytest.mark.timeout(120)
+def test_many_stories_at_once_all_complete_and_every_process_memory_is_read(tmp_path: Path) -> None:
+    """`make bench-stories-1000` with 20 stories: every story and every job row completed, none left active or
+    queued, stories/min and p50/p95 finite positive, and each fleet process's idle and peak memory read."""
+    real = ROOT / "bench" / "results" / "stories_1000.json"
+    before, out = fingerprint(real), tmp_path / "many.json"
+    table = run("bench.stories_many", "--stories", "20", "--out", str(out), timeout=100)
+    assert fingerprint(real) == before, "the smoke pass overwrote bench/results/stories_1000.json"
+    r = json.loads(out.read_text())
+    assert r["by_status"] == {"completed": 20} and r["jobs_left_active"] == 0, r["by_status"]
+    stories = 20 + r["warm_up_stories"]
+    assert r["job_rows"] == {"media_task.generate": {"completed": 5 * stories},
+                             "story_task.complete": {"completed": stories},
+                             "story_task.generate": {"completed": stories}}, r["job_rows"]  # fmt: skip
+    queue = r["queue"]["queue"]
+    assert queue["pending"] == queue["running"] == queue["retrying"] == queue["due"] == 0, queue
+    assert all(finite_positive(r[k]) for k in ("per_min", "p50_s", "p95_s", "cpu_s_per_story")), r
+    assert {"supervisor", "api", "worker-1", "worker-2"} <= set(r["memory_idle_mib"]), r["memory_idle_mib"]
+    for role, idle in r["memory_idle_mib"].items():
+        peak = r["memory_peak_mib"][role]
+        assert all(finite_positive(idle[m]) and finite_positive(peak[m]) for m in MEMORY), (role, idle, peak)
+    assert "stuck: none" in table
+
+
+def test_fleet_memory_reads_every_process_of_a_forked_fleet() -> None:
+    """`make bench-memory` with one worker and 3 stories: the supervisor, the zygote, the API and the worker
+    each read (USS, PSS, RSS)."""
+    out = run("bench.fleet_memory", "--workers", "1", "--stories", "3", "--settle-s", "0.5", "--json", timeout=120)
+    [fleet] = json.loads(out[out.index("[") :])
+    roles = {p["role"] for p in fleet["rows"]}
+    assert {"supervisor", "storymimi-zygote", "api", "worker"} <= roles, roles
+    assert all(finite_positive(p[m]) for p in fleet["rows"] for m in ("uss_mib", "pss_mib", "rss_mib")), fleet
+
+
+def test_worker_start_up_is_timed_from_spawn_to_first_job() -> None:
+    """`make bench-startup` with 30 jobs, forked children: replacements spawned and timed to their first job."""
+    table = run("bench.startup", "--modes", "fork", "--jobs", "30", timeout=120)
+    warm = re.search(r"\| fork \| warm \(replacements\) \| (\d+) \| (\d+) \| (\d+) \|", table)
+    assert warm is not None, table
+    assert int(warm[1]) >= 1 and int(warm[3]) > 0, table
