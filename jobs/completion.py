@@ -37,7 +37,7 @@ def failure_reason(group: GroupResults) -> str | None:
     return f"scene {first.kwargs.get('sequence', first.position)}: {first.error}"
 
 
-@job(COMPLETE_JOB, log_fields=("story_id",), on_failure=mark_story_failed)
+@job(COMPLETE_JOB, log_fields=("story_id",), on_failure=mark_story_failed, priority=2)  # see media.py
 async def complete_story(ctx: JobContext, *, story_id: uuid.UUID) -> dict[str, Any]:
     services: StoryServices = ctx.services
     stories = services.stories

@@ -46,7 +46,9 @@ async def _grouped(ctx: JobContext, story_id: uuid.UUID) -> bool:
     return await ctx.jobs.group_results(media_group_id(story_id)) is not None
 
 
-@job(MEDIA_JOB, log_fields=("story_id", "sequence"), on_failure=stop_other_scenes)
+# A story already started finishes before new ones start (its scenes, and its completion, get a head start on
+# queued story jobs: runner.priority), so under a burst each story's time from submit to completed stays short.
+@job(MEDIA_JOB, log_fields=("story_id", "sequence"), on_failure=stop_other_scenes, priority=1)
 async def generate_scene_media(ctx: JobContext, *, story_id: uuid.UUID, sequence: int) -> dict[str, Any]:
     services: StoryServices = ctx.services
     story = await services.stories.get(story_id)

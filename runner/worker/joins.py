@@ -9,7 +9,7 @@ that commit and the join's. Whoever writes a join pushes it; if it dies before t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -27,10 +27,12 @@ log = structlog.get_logger("runner.worker.joins")
 class Joins:
     """Writes and pushes join callbacks. Borrows the process's resources."""
 
-    def __init__(self, resources: Resources, *, outage_s: float) -> None:
+    def __init__(self, resources: Resources, *, outage_s: float, priorities: Mapping[str, int] | None = None) -> None:
+        """`priorities`: each job name's registered priority (a join is pushed with its callback's)."""
         self._groups = GroupStore(resources.db)
         self._enqueuer = Enqueuer(resources.redis)
         self._outage_s = outage_s
+        self._priorities = priorities or {}
 
     async def after_members_ended(self, group_ids: Sequence[str]) -> list[str]:
         """Write and push the joins of these groups that have no member left running; their job ids.
@@ -51,9 +53,12 @@ class Joins:
 
     async def _push(self, join: PendingJob) -> None:
         meta = {"parent": join.parent_id} if join.parent_id else None
+        priority = self._priorities.get(join.name, 0)
         try:
             queued = await ride_out(
-                lambda: self._enqueuer.enqueue(join.queue, join.job_id, join.name, join.args, meta=meta),
+                lambda: self._enqueuer.enqueue(
+                    join.queue, join.job_id, join.name, join.args, meta=meta, priority=priority
+                ),
                 what="join_push",
                 budget_s=self._outage_s,
             )
