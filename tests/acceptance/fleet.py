@@ -75,6 +75,14 @@ class Fleet:
         children = psutil.Process(self.process.pid).children()
         return [p.pid for p in children if "worker" in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE]
 
+    def steady_worker_pid(self) -> int:
+        """A worker that is not retiring: killing one that is (recycled, its replacement already started)
+        starts no replacement, so a test waiting for one would wait in vain."""
+        retiring = {e["pid"] for e in self.events("child_retiring")}
+        steady = [pid for pid in self.worker_pids() if pid not in retiring]
+        assert steady, f"every worker is retiring: {self.tail()}"
+        return steady[0]
+
     def sigterm(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)

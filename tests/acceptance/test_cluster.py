@@ -72,7 +72,7 @@ async def test_the_queues_master_killed_mid_run_is_replaced_by_its_replica(
     promoted_s = await group.wait_promoted(replica)
 
     started = len(running.events("worker_started"))
-    os.kill(running.worker_pids()[0], signal.SIGKILL)
+    os.kill(running.steady_worker_pid(), signal.SIGKILL)
 
     async def replaced() -> bool:
         return len(running.events("worker_started")) > started

@@ -49,7 +49,7 @@ async def test_sigkilled_worker_jobs_run_again_within_a_second(
     story_ids = await post_stories(api, 20)
     await until_processing(resources, settings, 15)
     killed_at = now()
-    os.kill(running.worker_pids()[0], signal.SIGKILL)
+    os.kill(running.steady_worker_pid(), signal.SIGKILL)
     await until_stories(resources, story_ids, "completed")
     await assert_each_story_completed_once(resources, settings, story_ids)
     restarts = await rerun_starts(resources, settings)

@@ -36,7 +36,7 @@ async def test_a_sigkilled_worker_of_two_queues_has_its_jobs_on_both_run_again(
 
     await wait_for(lambda: all_in(JobStatus.PROCESSING), timeout=20, every=0.01)
     killed_at = now()
-    os.kill(running.worker_pids()[0], signal.SIGKILL)
+    os.kill(running.steady_worker_pid(), signal.SIGKILL)
     await wait_for(lambda: all_in(JobStatus.COMPLETED), timeout=30)
     rows = [await client.get(job_id) for job_id in ids]
     assert [row.queue for row in rows if row] == [first, second, second, first]

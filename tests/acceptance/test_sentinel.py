@@ -200,7 +200,7 @@ async def a_killed_worker_is_replaced_through_the_new_master(running: Fleet) -> 
     """The supervisor, whose Redis connection predates the failover, runs its exit hook (freeing the killed
     worker's leases) on the new master, and the replacement worker starts through the sentinels."""
     started = len(running.events("worker_started"))
-    os.kill(running.worker_pids()[0], signal.SIGKILL)
+    os.kill(running.steady_worker_pid(), signal.SIGKILL)
 
     async def replaced() -> bool:
         return len(running.events("worker_started")) > started

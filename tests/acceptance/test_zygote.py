@@ -76,7 +76,7 @@ async def test_a_sigkilled_forked_worker_is_seen_dead_and_replaced_by_a_forked_o
     """SIGKILL of a forked worker: the supervisor reaps it (exit code -9), frees its slot and forks a
     replacement that runs jobs."""
     running = await fleet(registry=PROBES).start()
-    victim = running.worker_pids()[0]
+    victim = running.steady_worker_pid()
     os.kill(victim, signal.SIGKILL)
 
     async def replaced() -> bool:
@@ -120,7 +120,7 @@ async def test_a_stopped_fleet_leaves_no_process_and_a_dead_zygote_leaves_exec_d
         return bool(running.events("zygote_lost"))
 
     await wait_for(zygote_reaped, timeout=10, every=0.02)
-    os.kill(running.worker_pids()[0], signal.SIGKILL)
+    os.kill(running.steady_worker_pid(), signal.SIGKILL)
 
     async def replaced() -> bool:
         return len(running.events("worker_started")) >= 3
