@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -204,11 +205,20 @@ async def test_recycled_workers_are_replaced_before_they_leave(
     story_ids = await post_stories(api, 12)
     await until_stories(resources, story_ids, "completed")
     await assert_each_story_completed_once(resources, settings, story_ids)
+
+    def followed(events: list[dict[str, Any]], i: int) -> list[str]:
+        return [e["event"] for e in events[i + 1 :] if e.get("event") in ("child_started", "child_exited")]
+
+    async def each_retirement_followed() -> bool:  # the last may still be under way as the stories complete
+        events = running.events()
+        return all(followed(events, i) for i, e in enumerate(events) if e.get("event") == "child_retiring")
+
+    await wait_for(each_retirement_followed, 15)
     events = running.events()
     retiring = [i for i, e in enumerate(events) if e.get("event") == "child_retiring"]
     assert len(retiring) >= 2
     for i in retiring:  # after each retirement notice, a replacement starts before the old worker exits
-        after = [e["event"] for e in events[i + 1 :] if e.get("event") in ("child_started", "child_exited")]
+        after = followed(events, i)
         assert after[:1] == ["child_started"], after
     # ... and the old one keeps taking jobs until its replacement reports itself (no gap while it starts)
     assert len(running.events("worker_replaced")) >= len(retiring) - 1
