@@ -33,7 +33,6 @@ class WorkerQueues:
             raise ValueError("a worker serves at least one queue")
         self._queues = {queue.queue: queue for queue, _ in queues}
         self._weights = {queue.queue: weight for queue, weight in queues}
-        self._total = sum(self._weights.values())
         self._credit = dict.fromkeys(self._queues, 0)
         first = queues[0][0]
         self._redis, self._script = first.redis, first.claim_script

@@ -108,7 +108,8 @@ class JobExecutor:
         self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
         self._finishes = Batcher[Finished]("finish", self._queues.finish_many, outage_s=outage_s)
-        self._joins = Joins(resources, outage_s=outage_s, priorities={n: spec.priority for n, spec in specs.items()})
+        self.priorities = {name: spec.priority for name, spec in specs.items()}  # a join is pushed with its own
+        self._joins = Joins(resources, outage_s=outage_s, priorities=self.priorities)
 
     async def __aenter__(self) -> JobExecutor:
         await self._status_writes.__aenter__()

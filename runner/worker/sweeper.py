@@ -68,7 +68,7 @@ class Sweeper:
         self._stale_s = settings.sweep_stale_after_s
         self._batch = batch
         self._enqueuer = Enqueuer(resources.redis)
-        self._joins = Joins(resources, outage_s=settings.outage_retry_s)
+        self._joins = Joins(resources, outage_s=settings.outage_retry_s, priorities=executor.priorities)
 
     async def run_forever(self) -> None:
         while True:

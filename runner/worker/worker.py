@@ -383,7 +383,9 @@ class Worker:
                     log.warning("lease_renewal_failed", error=repr(exc), queue=queue.queue)
                     continue
                 for job_id in lost:
-                    if job_id in self._running:
+                    # Only while the job's code runs does a lost lease matter (another worker may start it);
+                    # after it returned, its finish may just have taken the lease away.
+                    if job_id in self._busy:
                         log.warning("lease_lost", job_id=job_id)
 
 
