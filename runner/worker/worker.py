@@ -232,6 +232,9 @@ class Worker:
         # Awaited in place, not in a task raced against a stop event: the hand-off path is the latency
         # path, and each extra task costs a loop iteration. stop() cancels us here instead.
         self._blocked = task = asyncio.current_task()
+        if self._stopping.is_set():  # stop() came while our claim's reply was on its way: nothing to cancel yet
+            self._blocked = None
+            return None
         try:
             return await queues.wait_for_work(timeout)
         except asyncio.CancelledError:

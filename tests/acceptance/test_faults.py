@@ -75,14 +75,13 @@ async def test_lost_host_jobs_run_again_after_the_lease_ttl(
     await fleet(lease_ttl_s=2, host_id="other-host").start()
     await until_stories(resources, story_ids, "completed")
     await assert_each_story_completed_once(resources, settings, story_ids)
-    restarts = await rerun_starts(resources, settings)
-    recovery = max(r.timestamp() for r in restarts) - killed_at
+    restarts = sorted(r.timestamp() - killed_at for r in await rerun_starts(resources, settings))
     outcome = no_loss_no_duplicates(fleet, story_ids)
-    print(
-        f"\nmeasured host loss: {len(restarts)} jobs re-run, last {recovery:.2f}s after the kill (lease 2 s); {outcome}"
-    )
-    assert restarts
-    assert 1.5 < recovery < 5
+    print(f"\nmeasured host loss: {len(restarts)} jobs re-run, the first {restarts[0]:.2f}s and the last "
+          f"{restarts[-1]:.2f}s after the kill (lease 2 s); {outcome}")  # fmt: skip
+    # The lease is the bound on when the lost jobs can run again. When each does then depends on free slots:
+    # the started stories' scene jobs go first (priority), so a story job re-run may wait behind them.
+    assert len(restarts) >= 15 and 1.5 < restarts[0] < 5
 
 
 async def test_a_fleet_restarted_on_its_host_frees_its_predecessors_leases_at_once(

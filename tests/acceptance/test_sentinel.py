@@ -32,6 +32,7 @@ from tests.acceptance.fleet import (
     Fleet,
     assert_each_story_completed_once,
     at,
+    lost_and_duplicated,
     no_loss_no_duplicates,
     now,
     post_stories,
@@ -158,7 +159,7 @@ async def test_sigkilled_master_fails_over_and_every_story_completes_once(
     arq_story = await send_a_story_through_arq(settings, group)
     await until_stories(resources, [*story_ids, arq_story], "completed", timeout=90)
     await assert_each_story_completed_once(resources, settings, story_ids)
-    outcome = no_loss_no_duplicates(fleet, story_ids)
+    outcome = story_jobs_once_or_redone_harmlessly(running, story_ids)
     assert not running.events("child_died"), "a process died in the failover"
 
     starts = sorted(at(e) for e in running.events("job_started"))
@@ -177,6 +178,22 @@ async def test_sigkilled_master_fails_over_and_every_story_completes_once(
         f"(an attempt cut by the failover); {outcome}"
     )
     assert first_s < failover_s + 5, "the workers took more than 5 s to claim from the promoted replica"
+
+
+def story_jobs_once_or_redone_harmlessly(running: Fleet, story_ids: list[str]) -> str:
+    """No story job lost, and each completed once, unless Redis lost data: under load the sentinels sometimes
+    fail over twice, and the second master never had what the first took (replication is asynchronous), so a
+    job whose end it lacks is claimed again. Postgres is the record: a re-run finds its story final and does
+    nothing (`story_already_final`), or, past its first try, is not run at all (`job_already_ended`)."""
+    lost, duplicated = lost_and_duplicated([running], story_ids)
+    assert lost == 0
+    if not duplicated:
+        return "lost 0, duplicated 0"
+    masters = {e["new"] for e in running.events("redis_master_changed")}
+    assert len(masters) > 1, f"{duplicated} story jobs completed twice, with one failover only: {masters}"
+    harmless = len(running.events("story_already_final"))
+    assert harmless >= duplicated, f"{duplicated} story jobs ran twice, {harmless} of them finding the story final"
+    return f"lost 0; two failovers ({sorted(masters)}): {duplicated} story jobs re-run, each finding its story final"
 
 
 async def send_a_story_through_arq(settings: Settings, group: SentinelGroup) -> str:
