@@ -43,6 +43,7 @@ import psutil
 from bench.story_fleet import (
     ROOT,
     Fleet,
+    add_fleet_options,
     fleet_settings,
     latency_summary,
     post_stories,
@@ -294,15 +295,10 @@ def report_runs(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stories", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--latency-ms", type=float, default=50, help="each provider call's latency")
-    parser.add_argument("--concurrency", type=int, default=10, help="WORKER_CONCURRENCY")
+    add_fleet_options(parser, stories=50, timeout_s=600)
     parser.add_argument("--provider", choices=("http", "offline"), default="http")
     parser.add_argument("--runs", type=int, default=3, help="runs, each on a fresh fleet; medians reported")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the stories to end")
     parser.add_argument("--profile-worker", type=Path, default=None, metavar="FILE", help="cProfile one worker")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a fleet setting")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.profile_worker:

@@ -35,6 +35,7 @@ import psutil
 
 from bench.story_fleet import (
     ROOT,
+    add_fleet_options,
     fleet_settings,
     latency_summary,
     post_stories,
@@ -214,12 +215,7 @@ def report(r: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stories", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--latency-ms", type=float, default=50, help="each offline provider call's latency")
-    parser.add_argument("--concurrency", type=int, default=10, help="WORKER_CONCURRENCY")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the stories to end")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a fleet setting")
+    add_fleet_options(parser, stories=1000, timeout_s=900)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result = asyncio.run(run(args))

@@ -9,6 +9,7 @@ them by event, and a fleet that does not come up is reported with the file's tai
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -81,6 +82,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The nearest-rank q-quantile (0 < q <= 1) of `values` (any order); nan for none."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
+
+
+def add_fleet_options(parser: argparse.ArgumentParser, *, stories: int, timeout_s: float) -> None:
+    """The options every story bench takes: how many stories, the fleet's size and settings, how long to wait."""
+    parser.add_argument("--stories", type=int, default=stories)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--latency-ms", type=float, default=50, help="each provider call's latency")
+    parser.add_argument("--concurrency", type=int, default=10, help="WORKER_CONCURRENCY")
+    parser.add_argument("--timeout", type=float, default=timeout_s, help="seconds to wait for the stories to end")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a fleet setting")
 
 
 def fleet_settings(latency_ms: float, assignments: Sequence[str]) -> dict[str, str]:
