@@ -11,6 +11,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from runner.backoff import Backoff
+from runner.cancelling import cancel_and_wait
 from runner.registry import Registry
 from runner.resources import open_resources
 from runner.settings import Settings
@@ -55,9 +56,7 @@ class Intakes:
             try:
                 await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in [stopping, *tasks]:
-                    task.cancel()
-                await asyncio.gather(stopping, *tasks, return_exceptions=True)
+                await cancel_and_wait([stopping, *tasks])
         log.info("intake_stopped")
 
 

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from runner.cancelling import cancel_and_wait
+
 __all__ = ["SideTasks"]
 
 OnFailure = Callable[[str, BaseException | None], None]  # (task name, its error or None if it just ended)
@@ -45,6 +47,4 @@ class SideTasks:
     async def stop(self) -> None:
         """Stop watching, and cancel the tasks started here."""
         self._stopping = True
-        for task in self._started:
-            task.cancel()
-        await asyncio.gather(*self._started, return_exceptions=True)
+        await cancel_and_wait(self._started)

@@ -30,6 +30,7 @@ from runner.backoff import Backoff
 from runner.broker.queue import ClaimedJob, RedisQueue
 from runner.broker.queues import WorkerQueues
 from runner.broker.server_errors import RefusalLog, explain
+from runner.cancelling import RECANCEL_S
 from runner.client import JobClient
 from runner.fleet.metrics import REDIS_REFUSALS, WORKER_EXITS, WORKERS_ALIVE
 from runner.registry import Registry
@@ -87,6 +88,7 @@ class Worker:
         self.ready = asyncio.Event()
         self._on_retire = on_retire
         self._blocked: asyncio.Task[None] | None = None  # the claim loop, while blocked waiting for work
+        self._wait_cancels = 0  # how many times stop() has cancelled that wait
         # Recycle after MAX_JOBS_PER_WORKER jobs, less up to a tenth at random: workers sharing a load evenly
         # would otherwise all reach it together.
         limit = settings.max_jobs_per_worker
@@ -100,9 +102,17 @@ class Worker:
         """Stop taking jobs; running ones get SHUTDOWN_GRACE_S to finish. Safe from a signal handler."""
         self._stopping.set()
         self._wake.set()
-        if self._blocked is not None:  # give up the blocked read (a job handed meanwhile is withdrawn)
-            self._blocked.cancel()
-            self._blocked = None  # once: a second stop() must not cancel the loop a second time
+        if not self._wait_cancels:  # once: a second stop() must not cancel the loop a second time
+            self._cancel_wait()
+
+    def _cancel_wait(self) -> None:
+        """Give up the claim loop's blocked read (a job handed meanwhile is withdrawn), cancelling it again
+        each RECANCEL_S until it has: under Python 3.11 a cancel can be lost (runner/cancelling.py)."""
+        if self._blocked is None:
+            return
+        self._blocked.cancel()
+        self._wait_cancels += 1
+        asyncio.get_running_loop().call_later(RECANCEL_S, self._cancel_wait)
 
     def force_stop(self) -> None:
         """Stop now: cancel running jobs, which give their jobs back to the queue (second Ctrl-C)."""
@@ -231,18 +241,28 @@ class Worker:
             timeout = min(timeout, max(next_due_ms / 1000 - time.time(), 0.001))
         # Awaited in place, not in a task raced against a stop event: the hand-off path is the latency
         # path, and each extra task costs a loop iteration. stop() cancels us here instead.
-        self._blocked = task = asyncio.current_task()
+        self._blocked = asyncio.current_task()
         if self._stopping.is_set():  # stop() came while our claim's reply was on its way: nothing to cancel yet
             self._blocked = None
             return None
         try:
             return await queues.wait_for_work(timeout)
         except asyncio.CancelledError:
-            if self._stopping.is_set() and task is not None and task.uncancel() == 0:
+            if self._take_back_wait_cancels() == 0 and self._stopping.is_set():
                 return None  # cancelled by stop(), nobody else: leave the loop normally
             raise
         finally:
             self._blocked = None
+            self._take_back_wait_cancels()  # one was lost and the read went on to return
+
+    def _take_back_wait_cancels(self) -> int:
+        """Withdraw the cancels stop() sent the blocked read; how many other cancels the task still has."""
+        task = asyncio.current_task()
+        assert task is not None
+        for _ in range(self._wait_cancels):
+            task.uncancel()
+        self._wait_cancels = 0
+        return task.cancelling()
 
     def _start(self, executor: JobExecutor, job: ClaimedJob) -> None:
         task = asyncio.create_task(executor.execute(job), name=f"job:{job.job_id}")
