@@ -53,13 +53,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.push_async_callback(_bounded_close, "postgres", db.close())
         redis = await _retry_startup("redis", settings, lambda: connect_redis(settings))
         stack.push_async_callback(_bounded_close, "redis", redis.aclose())
-        from runner.tls import CONTEXT
+        from runner.http import new_client
 
-        http = httpx.AsyncClient(
-            verify=CONTEXT,
-            timeout=httpx.Timeout(settings.http_read_timeout_s, connect=settings.http_connect_timeout_s),
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        )
+        http = new_client(httpx.Timeout(settings.http_read_timeout_s, connect=settings.http_connect_timeout_s))
         stack.push_async_callback(_bounded_close, "http", http.aclose())
         yield Resources(settings=settings, db=db, redis=redis, http=http)
 

@@ -64,7 +64,7 @@ def embedded_servers(settings: Settings) -> Iterator[dict[str, str]]:
 
 
 # What the forked children import before they run: imported once, in the zygote, their pages shared.
-_WORKER_MODULES = ("runner.worker.worker", "runner.tracing", "runner.fleet.heap", "runner.tls")
+_WORKER_MODULES = ("runner.worker.worker", "runner.tracing", "runner.fleet.heap", "runner.tls", "runner.http")
 _API_MODULES = (
     "uvicorn", "uvicorn.protocols.http.auto", "uvicorn.protocols.http.httptools_impl",
     "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "runner.tracing", "runner.fleet.heap", "runner.tls",

@@ -21,6 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from jobs import registry
+from runner.http import new_client
 from runner.settings import Settings
 from tests.conftest import RunWorker, api_client, wait_for
 from tests.fakes.provider_server import ROUTES, FakeProviderServer, FaultMix
@@ -115,10 +116,10 @@ async def test_the_fault_mix_is_seeded_and_covers_every_route() -> None:
     async def statuses(seed: int) -> list[tuple[str, int]]:
         seen = []
         mix = FaultMix(rate_limited=0.2, server_error=0.2)
-        async with FakeProviderServer(faults=mix, seed=seed) as fake, httpx.AsyncClient(base_url=fake.base_url) as http:
+        async with FakeProviderServer(faults=mix, seed=seed) as fake, new_client() as http:
             for route, method, path in ROUTE_REQUESTS:
                 for _ in range(20):
-                    response = await http.request(method, path, json={})
+                    response = await http.request(method, fake.base_url + path, json={})
                     seen.append((route, response.status_code))
         return seen
 

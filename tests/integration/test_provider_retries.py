@@ -26,6 +26,7 @@ from jobs.providers.retries import CallRetryPolicy
 from jobs.providers.slotted import SlottedSpeech
 from runner.broker.slots import SlotHolder, SlotPool
 from runner.errors import TransientError
+from runner.http import new_client
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.conftest import wait_for
@@ -53,7 +54,7 @@ def fake(provider_server: FakeProviderServer) -> FakeProviderServer:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with new_client() as client:
         yield client
 
 

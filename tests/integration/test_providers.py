@@ -37,6 +37,7 @@ from jobs.providers.http import (
 from jobs.providers.openai import OpenAIImageProvider, OpenAISpeechProvider, OpenAITextProvider
 from jobs.providers.retries import CallRetryPolicy
 from runner.errors import PermanentError, TransientError
+from runner.http import new_client
 from runner.retry import RetryPolicy
 from tests.fakes.provider_server import FAKE_MP3, FakeProviderServer, Reply, chat_completion, story_json
 
@@ -68,7 +69,7 @@ def fake(provider_server: FakeProviderServer) -> FakeProviderServer:
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     """The one shared client, as a worker process would hold it."""
-    async with httpx.AsyncClient() as client:
+    async with new_client() as client:
         yield client
 
 

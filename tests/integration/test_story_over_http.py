@@ -14,6 +14,7 @@ from jobs.providers.elevenlabs import ElevenLabsSpeechProvider
 from jobs.providers.offline import OfflineTextProvider
 from jobs.providers.openai import OpenAIImageProvider, OpenAITextProvider
 from jobs.services import build_providers, open_story_services
+from runner.http import new_client
 from runner.resources import Resources
 from runner.settings import Settings
 from tests.conftest import RunWorker, api_client
@@ -68,7 +69,7 @@ async def job_ids(api: httpx.AsyncClient, story_id: str) -> list[str]:
 
 async def test_http_providers_are_built_from_settings(settings: Settings, fake: FakeProviderServer):
     """TEXT/IMAGE/SPEECH_PROVIDER choose the real providers, all over the process's one httpx client."""
-    async with httpx.AsyncClient() as http:
+    async with new_client() as http:
         providers = build_providers(http_settings(settings, fake), http)
     assert isinstance(providers.text, OpenAITextProvider)
     assert isinstance(providers.image, OpenAIImageProvider)
