@@ -8,10 +8,10 @@ job simply overwrites. Disk work runs in a thread so it never blocks the event l
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -22,6 +22,8 @@ MAX_KEY_LENGTH = 512
 # conservative set that is safe in URLs and on every filesystem.
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TEMP_PREFIX = ".tmp-"  # cannot collide with a key part, which must start with a letter or digit
+_TEMP_NUMBERS = itertools.count()  # with the pid, a temp name no other writer uses
+_MADE_FOLDERS_KEPT = 10_000
 
 _CONTENT_TYPES = {
     "png": "image/png",
@@ -87,6 +89,9 @@ class LocalMediaStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
+        self._real_root: Path | None = None
+        # Folders already made: a story's files share one, so only its first file pays for the mkdir.
+        self._made_folders: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
@@ -94,8 +99,34 @@ class LocalMediaStorage:
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         # content_type is not stored locally: serving derives it from the extension (content_type_for).
         path = self._path(key)
-        await asyncio.to_thread(_write_atomic, self.root, path, data)
+        await asyncio.to_thread(self._write, path, data)
         return key
+
+    def _write(self, path: Path, data: bytes) -> None:
+        # The folder is checked before mkdir, so a symlink cannot make us create directories outside, and
+        # before each write, so one swapped in since cannot make us write outside. The file itself needs no
+        # check: os.replace over a symlink replaces the link, it does not write through it.
+        folder = path.parent
+        self._check_folder(folder)
+        if folder not in self._made_folders:
+            self._make(folder)
+        try:
+            _write_atomic(path, data)
+        except FileNotFoundError:  # the folder was removed since (its story deleted, say): make it again
+            self._make(folder)
+            _write_atomic(path, data)
+
+    def _check_folder(self, folder: Path) -> None:
+        if self._real_root is None:
+            self._real_root = self.root.resolve()
+        if not folder.resolve().is_relative_to(self._real_root):
+            raise ValueError(f"storage path {folder} resolves outside the storage root {self.root}")
+
+    def _make(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(self._made_folders) > _MADE_FOLDERS_KEPT:
+            self._made_folders.clear()
+        self._made_folders.add(folder)
 
     async def get_path(self, key: str) -> Path | None:
         return await asyncio.to_thread(_existing_file, self.root, self._path(key))
@@ -118,18 +149,21 @@ def _existing_file(root: Path, path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def _write_atomic(root: Path, path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename over it: readers see old or new, never half."""
-    _check_inside(root, path)  # before mkdir, so a symlink cannot make us create directories outside
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=path.parent)
+    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
-        os.chmod(temp_name, 0o644)  # mkstemp makes 0600; the server may run as another user
-        os.replace(temp_name, path)
+        try:
+            os.fchmod(fd, 0o644)  # whatever the umask: the server may run as another user
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

@@ -102,6 +102,24 @@ async def test_symlink_out_of_root_is_rejected(storage: LocalMediaStorage, tmp_p
     assert list(outside.iterdir()) == []
 
 
+async def test_a_folder_removed_or_swapped_after_a_write_is_made_again_or_refused(
+    storage: LocalMediaStorage, tmp_path: Path
+) -> None:
+    """A story's folder is made once, then remembered: one deleted since is made again, and one replaced by
+    a symlink out of the root since is still refused."""
+    await storage.put("stories/one/scene-01.png", b"1", "image/png")
+    assert await storage.delete_prefix("stories/one") == 1
+    await storage.put("stories/one/scene-02.png", b"2", "image/png")
+    assert all_files(storage.root) == ["stories/one/scene-02.png"]
+    assert await storage.delete_prefix("stories/one") == 1
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (storage.root / "stories" / "one").symlink_to(outside)
+    with pytest.raises(ValueError, match="outside the storage root"):
+        await storage.put("stories/one/scene-03.png", b"3", "image/png")
+    assert list(outside.iterdir()) == []
+
+
 async def test_delete_prefix_removes_the_tree_only(storage: LocalMediaStorage) -> None:
     await storage.put("stories/one/scene-01.png", b"1", "image/png")
     await storage.put("stories/one/scene-01.wav", b"1", "audio/wav")
