@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import runner.lean_imports  # noqa: F401  # first: see its docstring
 from runner.context import JobActions, JobContext
 from runner.errors import PermanentError, SoftTimeLimitExceeded, TransientError
 from runner.registry import JobSpec, Registry, job
