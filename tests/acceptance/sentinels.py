@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from runner.devservers import LOOPBACK, EmbeddedServer, EmbeddedValkey
+from runner.devservers.process import free_port, port_is_free
 from runner.devservers.valkey import _redis_ping, _valkey_binary
 from tests.redis_until import until
 
@@ -112,6 +113,8 @@ class SentinelGroup:
     def start_sentinels(self) -> None:
         """The sentinels, once each knows the two replicas and the two other sentinels (needed to fail over)."""
         for sentinel in self.sentinels:
+            if not port_is_free(sentinel.port):  # taken meanwhile (by a replica's sync connection, say): another
+                sentinel.port = free_port()
             sentinel.start()
 
         def acquainted() -> bool:
