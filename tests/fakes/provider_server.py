@@ -277,7 +277,7 @@ class FakeProviderServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self._app(), log_config=None, lifespan="off", access_log=False, http="h11", ws="none",
+            self._app(), log_config=None, lifespan="off", access_log=False, http="httptools", ws="none",
             timeout_graceful_shutdown=2,
         )  # fmt: skip
         self._server = _QuietServer(config)
