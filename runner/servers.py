@@ -11,7 +11,7 @@ says "refused: <kind> <what, which key, what to do>" for it (see runner.broker.s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
 import asyncpg
@@ -45,14 +45,14 @@ def unavailable_server(exc: BaseException) -> Server | None:
 
 
 async def check_servers(
-    redis: RedisClient, db: asyncpg.Pool, *, queue: str | None = None, timeout_s: float = 2.0
+    redis: RedisClient, db: asyncpg.Pool, *, queues: Sequence[str] = (), timeout_s: float = 2.0
 ) -> dict[Server, str]:
-    """Each server's state: "ok", "down: <error>", or for Redis "refused: <kind> <what to do>" (a round
-    trip each, bounded by `timeout_s`). Without `queue`, Redis gets a PING; with it, one pipeline that also
-    finds what a PING cannot: a foreign value in one of the queue's shared keys (TYPE of each) and a server
-    that refuses writes (OOM, READONLY, MISCONF: a SET of a probe key that expires at once)."""
+    """Each server's state: "ok", "down: <error>", or for Redis "refused: <kind> <what to do>" (bounded by
+    `timeout_s` each). Without `queues`, Redis gets a PING; with them, a pipeline a queue that also finds
+    what a PING cannot: a foreign value in one of the queue's shared keys (TYPE of each) and a server that
+    refuses writes (OOM, READONLY, MISCONF: a SET of a probe key that expires at once)."""
     probes: dict[Server, Awaitable[Any]] = {
-        "redis": redis.ping() if queue is None else _probe_redis(redis, QueueKeys.of(queue)),
+        "redis": _probe_queues(redis, queues) if queues else redis.ping(),
         "postgres": db.fetchval("SELECT 1"),
     }
     checks: dict[Server, str] = {}
@@ -67,6 +67,11 @@ async def check_servers(
 
 
 _PROBE_TTL_MS = 1000
+
+
+async def _probe_queues(redis: RedisClient, queues: Sequence[str]) -> None:
+    for queue in queues:
+        await _probe_redis(redis, QueueKeys.of(queue))
 
 
 async def _probe_redis(redis: RedisClient, keys: QueueKeys) -> None:

@@ -183,6 +183,12 @@ class Settings(BaseSettings):
         return queue_weights(self.queues) if self.queues else [(self.queue_name, 1)]
 
     @property
+    def queue_names(self) -> list[str]:
+        """The queues this deployment serves (QUEUES, else QUEUE_NAME): the ones /ready, /metrics and
+        `python -m runner status` and `doctor` look at."""
+        return [name for name, _ in self.worker_queues]
+
+    @property
     def redis_configured(self) -> bool:
         """Whether a Redis is given (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES); if not, an embedded
         one is started."""

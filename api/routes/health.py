@@ -25,10 +25,11 @@ async def health() -> dict[str, str]:
     "/ready", responses={503: {"description": "Redis or Postgres does not answer or refuses; `checks` says which"}}
 )
 async def ready(state: State) -> JSONResponse:
-    """200 only when Redis and Postgres both answer and Redis takes the queue's writes; else 503 naming the one
-    that is down ("down: ...") or that refuses ("refused: WRONGTYPE key ... holds a list ...", OOM, READONLY, ...)."""
+    """200 only when Redis and Postgres both answer and Redis takes the queues' writes (each of QUEUES, else
+    QUEUE_NAME); else 503 naming the one that is down ("down: ...") or that refuses ("refused: WRONGTYPE key ...
+    holds a list ...", OOM, READONLY, ...)."""
     resources = state.resources
-    checks = await check_servers(resources.redis, resources.db, queue=resources.settings.queue_name)
+    checks = await check_servers(resources.redis, resources.db, queues=resources.settings.queue_names)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
 
@@ -36,8 +37,9 @@ async def ready(state: State) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 async def metrics(state: State) -> Response:
     """Prometheus metrics: every process of this fleet (multiprocess mode), plus what is read live: each
-    server up or not, and the queue's depth, oldest waiting job and live workers. Always 200: with Redis
-    down, `runner_server_up{server="redis"}` is 0 and the queue's numbers are left out."""
+    server up or not, and each queue's depth, oldest waiting job and live workers (each of QUEUES, else
+    QUEUE_NAME). Always 200: with Redis down, `runner_server_up{server="redis"}` is 0 and the queues' numbers
+    are left out."""
     resources = state.resources
-    live = await read_live(resources.redis, resources.db, resources.settings.queue_name)
+    live = await read_live(resources.redis, resources.db, resources.settings.queue_names)
     return Response(render(live), media_type=CONTENT_TYPE_LATEST)

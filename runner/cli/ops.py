@@ -26,31 +26,32 @@ __all__ = ["doctor", "status", "watch", "workers"]
 @as_json
 @click.pass_obj
 def status(settings: Settings, as_json: bool) -> None:
-    """The queue at a glance; exit 1 if a server is down, or due jobs wait with no live worker."""
+    """The queues at a glance (each of QUEUES, else QUEUE_NAME); exit 1 if a server is down, or due jobs wait
+    with no live worker."""
     from runner.ops.overview import queue_overview
 
-    async def read() -> tuple[Any, str | None]:
+    async def read() -> tuple[list[Any], str | None]:
         async with connected(settings) as servers:
             if servers.db is None:
-                return None, f"postgres is {servers.db_error}"
+                return [], f"postgres is {servers.db_error}"
             try:
-                return await queue_overview(servers.redis, servers.db, settings.queue_name), None
+                return [await queue_overview(servers.redis, servers.db, q) for q in settings.queue_names], None
             except (OSError, asyncpg.PostgresError) as exc:
-                return None, f"{type(exc).__name__}: {exc}"
+                return [], f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # a redis-py error: say what it is, not a traceback
-                return None, f"redis: {type(exc).__name__}: {exc}"
+                return [], f"redis: {type(exc).__name__}: {exc}"
 
-    overview, error = run(read())
-    problem = error or (
-        f"{overview.due} due jobs and no live worker" if overview.due and not overview.workers else None
-    )
-    value = {"healthy": problem is None, "problem": problem, "queue": overview}
-    emit(value, as_json, lambda: _print_status(overview, problem))
+    overviews, error = run(read())
+    stalled = [f"{o.queue}: {o.due} due jobs and no live worker" for o in overviews if o.due and not o.workers]
+    problem = error or ("; ".join(stalled) if stalled else None)
+    value = {"healthy": problem is None, "problem": problem, "queue": overviews[0] if overviews else None,
+             "queues": overviews}  # fmt: skip
+    emit(value, as_json, lambda: _print_status(overviews, problem))
     raise SystemExit(0 if problem is None else 1)
 
 
-def _print_status(overview: Any, problem: str | None) -> None:
-    if overview is not None:
+def _print_status(overviews: list[Any], problem: str | None) -> None:
+    for overview in overviews:
         rows = [[k.replace("_", " "), v] for k, v in dataclasses.asdict(overview).items()]
         table(f"queue {overview.queue}", ["", "now"], rows)
     click.echo(f"unhealthy: {problem}" if problem else "healthy")
@@ -129,7 +130,7 @@ def doctor(settings: Settings, registry: str, as_json: bool) -> None:
                 redis_ok = await ping(servers.redis)
                 return [Check("redis", redis_ok == "ok", redis_ok), Check("postgres", False, servers.db_error or "")]
             stale_s = settings.sweep_stale_after_s
-            return await run_checks(servers.redis, servers.db, queue=settings.queue_name,
+            return await run_checks(servers.redis, servers.db, queues=settings.queue_names,
                                     migrations=["runner", *migrations], stuck_after_s=stale_s)  # fmt: skip
 
     checks = [*run(read()), embedded]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -139,35 +139,49 @@ def fleet_registry() -> CollectorRegistry:
 
 
 @dataclass(frozen=True, slots=True)
-class LiveNumbers:
-    """What one scrape read from the servers. The queue's numbers are None when Redis did not answer."""
+class QueueNumbers:
+    """One queue's numbers, read live."""
 
     queue: str
+    depth: QueueDepth
+    oldest_due_age_s: float  # the oldest due job that no worker holds; 0 when none waits
+    live_workers: int  # workers whose presence report has not lapsed
+
+
+@dataclass(frozen=True, slots=True)
+class LiveNumbers:
+    """What one scrape read from the servers: each server up or not, and each queue's numbers (none when
+    Redis did not answer)."""
+
     servers_up: Mapping[Server, bool]
-    depth: QueueDepth | None = None
-    oldest_due_age_s: float | None = None  # the oldest due job that no worker holds; 0 when none waits
-    live_workers: int | None = None  # workers whose presence report has not lapsed
+    queues: tuple[QueueNumbers, ...] = ()
 
 
-_READ_TIMEOUT_S = 2.0  # each server's check, then the queue's reads
+_READ_TIMEOUT_S = 2.0  # each server's check, then the queues' reads
 
 
-async def read_live(redis: RedisClient, db: asyncpg.Pool, queue: str) -> LiveNumbers:
-    """This scrape's live numbers: a round trip to each server, then the queue's numbers if Redis answered.
-    Never raises for a server that is down: its `runner_server_up` is 0 and the queue's numbers are left out."""
+async def read_live(redis: RedisClient, db: asyncpg.Pool, queues: Sequence[str]) -> LiveNumbers:
+    """This scrape's live numbers: a round trip to each server, then each of `queues`' numbers if Redis
+    answered. Never raises for a server that is down: its `runner_server_up` is 0 and the queues' numbers
+    are left out."""
     checks = await check_servers(redis, db, timeout_s=_READ_TIMEOUT_S)
     up = {server: state == "ok" for server, state in checks.items()}
     if not up["redis"]:
-        return LiveNumbers(queue, up)
+        return LiveNumbers(up)
     try:
         async with asyncio.timeout(_READ_TIMEOUT_S):
-            depth = await queue_depth(redis, queue)
-            oldest = await oldest_waiting_age_s(redis, queue)
-            workers = await list_workers(redis, queue)
+            numbers = await asyncio.gather(*(_queue_numbers(redis, queue) for queue in queues))
     except (RedisError, OSError, TimeoutError):  # went down since the check: no queue numbers this time
         up["redis"] = False
-        return LiveNumbers(queue, up)
-    return LiveNumbers(queue, up, depth, oldest, len(workers))
+        return LiveNumbers(up)
+    return LiveNumbers(up, tuple(numbers))
+
+
+async def _queue_numbers(redis: RedisClient, queue: str) -> QueueNumbers:
+    depth = await queue_depth(redis, queue)
+    oldest = await oldest_waiting_age_s(redis, queue)
+    workers = await list_workers(redis, queue)
+    return QueueNumbers(queue, depth, oldest, len(workers))
 
 
 class _Live(Collector):
@@ -178,34 +192,37 @@ class _Live(Collector):
         self._live = live
 
     def collect(self) -> Iterator[Metric]:
-        live, queue = self._live, self._live.queue
+        live = self._live
         yield _gauge(
             "runner_server_up",
             "1 if the server answered this scrape's round trip, else 0",
             ["server"],
             [([server], float(answered)) for server, answered in live.servers_up.items()],
         )
-        if live.depth is not None:
-            yield _gauge(
-                "runner_queue_depth",
-                "Jobs in the queue: all, and due now (running ones included)",
-                ["queue", "kind"],
-                [([queue, "all"], live.depth.total), ([queue, "due"], live.depth.due)],
-            )
-        if live.oldest_due_age_s is not None:
-            yield _gauge(
-                "runner_queue_oldest_due_age_seconds",
-                "How long the oldest due job that no worker holds has waited; 0 when none waits",
-                ["queue"],
-                [([queue], live.oldest_due_age_s)],
-            )
-        if live.live_workers is not None:
-            yield _gauge(
-                "runner_queue_live_workers",
-                "Workers of the queue whose presence report has not lapsed",
-                ["queue"],
-                [([queue], live.live_workers)],
-            )
+        if not live.queues:
+            return
+        yield _gauge(
+            "runner_queue_depth",
+            "Jobs in the queue: all, and due now (running ones included)",
+            ["queue", "kind"],
+            [
+                (labels, n)
+                for q in live.queues
+                for labels, n in (([q.queue, "all"], q.depth.total), ([q.queue, "due"], q.depth.due))
+            ],
+        )
+        yield _gauge(
+            "runner_queue_oldest_due_age_seconds",
+            "How long the oldest due job that no worker holds has waited; 0 when none waits",
+            ["queue"],
+            [([q.queue], q.oldest_due_age_s) for q in live.queues],
+        )
+        yield _gauge(
+            "runner_queue_live_workers",
+            "Workers of the queue whose presence report has not lapsed",
+            ["queue"],
+            [([q.queue], q.live_workers) for q in live.queues],
+        )
 
 
 def _gauge(name: str, doc: str, labels: list[str], samples: list[tuple[list[str], float]]) -> GaugeMetricFamily:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,13 +25,13 @@ class Check:
 
 
 async def run_checks(
-    redis: RedisClient, db: asyncpg.Pool, *, queue: str, migrations: list[str], stuck_after_s: float
+    redis: RedisClient, db: asyncpg.Pool, *, queues: Sequence[str], migrations: list[str], stuck_after_s: float
 ) -> list[Check]:
-    servers = await check_servers(redis, db, queue=queue)
+    servers = await check_servers(redis, db, queues=queues)
     checks = [Check(name, state == "ok", state) for name, state in servers.items()]
     if servers["postgres"] == "ok":
         checks.append(await _schema(db, migrations))
-        checks.append(await _stuck_rows(db, queue, stuck_after_s))
+        checks.append(await _stuck_rows(db, queues, stuck_after_s))
     if servers["redis"] == "ok":
         checks.append(await _clock_skew(redis))
     return checks
@@ -48,11 +49,11 @@ async def _schema(db: asyncpg.Pool, packages: list[str]) -> Check:
     return Check("schema", True, f"current ({len(shipped)} migrations)")
 
 
-async def _stuck_rows(db: asyncpg.Pool, queue: str, stale_s: float) -> Check:
+async def _stuck_rows(db: asyncpg.Pool, queues: Sequence[str], stale_s: float) -> Check:
     count = await db.fetchval(
-        "SELECT count(*) FROM runner_jobs WHERE queue = $1 AND status = ANY($2::text[]) "
+        "SELECT count(*) FROM runner_jobs WHERE queue = ANY($1::text[]) AND status = ANY($2::text[]) "
         "AND updated_at < now() - make_interval(secs => $3)",
-        queue, ["pending", "processing", "retrying"], stale_s * 4,
+        list(queues), ["pending", "processing", "retrying"], stale_s * 4,
     )  # fmt: skip
     if count:
         return Check("stuck rows", False, f"{count} active rows unmoved for {stale_s * 4:g}s: is a worker running?")

@@ -55,6 +55,13 @@ async def test_status_jobs_and_workers_describe_a_live_queue(
     assert status["queue"]["workers"] == 1 and status["queue"]["failed_last_hour"] == 1
     assert status["queue"]["completed_last_minute"] == 3
 
+    # With QUEUES, every queue is shown; one with a due job and no worker makes the status unhealthy.
+    await client.enqueue("probe.record", job_id=f"{q}:stalled", queue=f"{q}-other", tag="x")
+    code, both, _ = await runner_cli(settings, "status", QUEUES=f"{q}:2,{q}-other:1")
+    assert code == 1 and [o["queue"] for o in both["queues"]] == [q, f"{q}-other"]
+    assert both["problem"] == f"{q}-other: 1 due jobs and no live worker"
+    assert both["queues"][0]["workers"] == 1 and both["queues"][1]["due"] == 1
+
     code, failed, _ = await runner_cli(settings, "jobs", "ls", "--status", "failed")
     assert code == 0 and [j["job_id"] for j in failed["jobs"]] == [f"{q}:broken"]
     assert "not fixable" in failed["jobs"][0]["error"]

@@ -12,6 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner.broker.enqueue import Enqueuer
+from runner.broker.keys import QueueKeys
 from runner.client import JobClient
 from runner.context import JobContext
 from runner.devservers import EmbeddedValkey
@@ -129,3 +130,29 @@ async def test_metrics_answer_200_with_redis_down_and_say_so(tmp_path: Path, mak
 
             await wait_for(recovered, timeout=10, every=0.2)
             assert back[of_queue("runner_queue_live_workers", settings)] == 0
+
+
+async def test_each_queue_of_QUEUES_is_read_and_probed(make_settings: MakeSettings, resources: Resources):
+    """With QUEUES, /metrics gives every queue's numbers (labelled by queue) and /ready probes each queue's
+    keys: a foreign value in the second queue's key is named, though the first queue is fine."""
+    base = make_settings()
+    media = f"{base.queue_name}-media"
+    settings = make_settings(queues=f"{base.queue_name}:3,{media}:1")
+    assert settings.queue_names == [base.queue_name, media]
+    assert await Enqueuer(resources.redis).enqueue(media, "on-media", "probe.nap", {"seconds": 0})
+    async with api_client(settings) as api:
+        samples = await scrape(api)
+        assert samples[("runner_queue_depth", (("kind", "due"), ("queue", base.queue_name)))] == 0
+        assert samples[("runner_queue_depth", (("kind", "due"), ("queue", media)))] == 1
+        assert samples[("runner_queue_live_workers", (("queue", media),))] == 0
+        assert samples[("runner_queue_oldest_due_age_seconds", (("queue", media),))] >= 0
+        assert (await api.get("/ready")).status_code == 200
+        foreign = QueueKeys.of(media).shared[-1]
+        await resources.redis.delete(foreign)
+        await resources.redis.set(foreign, "another system's value")
+        try:
+            ready = await api.get("/ready")
+        finally:
+            await resources.redis.delete(foreign)
+    assert ready.status_code == 503
+    assert "WRONGTYPE" in ready.json()["checks"]["redis"] and foreign in ready.json()["checks"]["redis"]
