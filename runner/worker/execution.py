@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from arq.jobs import serialize_result
 from arq.utils import ms_to_datetime
 from structlog.contextvars import bind_contextvars
 
@@ -26,7 +24,7 @@ from runner.broker.queue import ClaimedJob, Finished, RedisQueue
 from runner.broker.queues import WorkerQueues
 from runner.client import JobClient
 from runner.context import CURRENT_JOB_ID, JobContext
-from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded, UnknownJobError
+from runner.errors import JobTimeoutError, PermanentError, RetryLaterError, SoftTimeLimitExceeded
 from runner.fleet.metrics import JOB_DURATION, JOBS, JOBS_IN_FLIGHT
 from runner.intake.results import ForeignResults, ReportedRun
 from runner.registry import JobSpec
@@ -34,6 +32,17 @@ from runner.resources import Resources
 from runner.status import TERMINAL, JobStatus
 from runner.store.jobs import JobStore, Transition
 from runner.worker.batching import Batcher
+from runner.worker.claimed import (
+    PreparedJob,
+    describe,
+    error_traceback,
+    loggable,
+    peek_kwargs,
+    peek_name,
+    prepare,
+    result_envelope,
+    transition,
+)
 from runner.worker.joins import Joins
 from runner.worker.outage import ride_out
 from runner.worker.soft_limit import SoftLimit
@@ -51,29 +60,6 @@ class _Outcome:
     result: Any = None
     error: BaseException | None = None
     cancelled: bool = False
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    spec: JobSpec
-    kwargs: dict[str, Any]
-    attempt: int
-    enqueue_time_ms: int
-    raw_kwargs: dict[str, Any]  # as JSON in the payload, kept on the row so a lost job can be re-enqueued
-    # The attempt this run of the job began at: 1, or past the tries of earlier runs for a job an operator
-    # sent back to the queue (its payload says so), which gets its full retry policy again.
-    first_try: int = 1
-    run_started: float = 0.0  # epoch s: this attempt's record
-    parent_id: str | None = None  # the job that enqueued this one
-    meta: dict[str, str] | None = None  # the payload's metadata: the enqueuer's trace context (runner.tracing)
-
-    @property
-    def tries_used(self) -> int:
-        return self.attempt - self.first_try + 1
-
-    @property
-    def last_try(self) -> int:
-        return self.first_try - 1 + self.spec.max_tries
 
 
 class JobExecutor:
@@ -158,7 +144,7 @@ class JobExecutor:
         if spec is not None:
             claimed = ClaimedJob(job_id, None, attempt, 0, queue)
             await self._run_failure_hook(
-                spec, self._context(claimed, _Prepared(spec, kwargs, attempt, 0, kwargs)), error
+                spec, self._context(claimed, PreparedJob(spec, kwargs, attempt, 0, kwargs)), error
             )
 
     async def execute(self, claimed: ClaimedJob) -> None:
@@ -181,12 +167,12 @@ class JobExecutor:
 
     async def _execute(self, claimed: ClaimedJob) -> None:
         try:
-            prepared = self._prepare(claimed)
+            prepared = prepare(claimed, self._specs)
         except PermanentError as exc:
             await self._refuse(claimed, exc)
             return
         spec = prepared.spec
-        fields = {k: _loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
+        fields = {k: loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
         bind_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields)
         with tracing.run_span(
             spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=claimed.queue, meta=prepared.meta
@@ -221,7 +207,7 @@ class JobExecutor:
         await self._finish(claimed, None)
         return True
 
-    async def _run(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> None:
+    async def _run(self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext) -> None:
         """Call the job, free its slot, then record how it ended (the slot is not held for bookkeeping)."""
         started = time.monotonic()
         outcome = await self._call(claimed, prepared, ctx)
@@ -233,7 +219,7 @@ class JobExecutor:
         else:
             await self._complete(claimed, prepared, outcome.result, started)
 
-    async def _call(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext) -> _Outcome:
+    async def _call(self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext) -> _Outcome:
         """Run the job's coroutine under its limits; a shutdown's cancellation propagates."""
         spec = prepared.spec
         soft = SoftLimit(ctx.soft_deadline - time.monotonic())
@@ -257,14 +243,14 @@ class JobExecutor:
             soft.disarm()
             self._aborting.discard(claimed.job_id)  # also when the job swallowed the abort and finished
 
-    async def _cancelled(self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, started: float) -> None:
+    async def _cancelled(self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext, started: float) -> None:
         self._aborting.discard(claimed.job_id)
         log.info("job_cancelled", outcome="cancelled", duration_ms=_elapsed_ms(started))
         _count(prepared.spec.name, "cancelled", started)
         await self._move(self._transition(claimed, prepared, JobStatus.CANCELLED, error="cancelled",
                                           outcome="cancelled"))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, "cancelled")
-        result = self._result_bytes(claimed, prepared, False, "cancelled")
+        result = result_envelope(claimed, prepared, False, "cancelled")
         await self._finish(claimed, result)
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.ended(run, JobStatus.CANCELLED, error="cancelled", envelope=result,
@@ -272,9 +258,9 @@ class JobExecutor:
         queue = self._queues[claimed.queue]
         await ride_out(lambda: queue.forget_abort(claimed.job_id), what="abort", budget_s=self._outage_s)
 
-    async def _complete(self, claimed: ClaimedJob, prepared: _Prepared, result: Any, started: float) -> None:
+    async def _complete(self, claimed: ClaimedJob, prepared: PreparedJob, result: Any, started: float) -> None:
         await self._move(self._transition(claimed, prepared, JobStatus.COMPLETED, result=result, outcome="completed"))
-        envelope_ = self._result_bytes(claimed, prepared, True, result)
+        envelope_ = result_envelope(claimed, prepared, True, result)
         await self._finish(claimed, envelope_)
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.ended(run, JobStatus.COMPLETED, result=result, envelope=envelope_,
@@ -283,9 +269,9 @@ class JobExecutor:
         _count(prepared.spec.name, "completed", started)
 
     async def _after_error(
-        self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, exc: BaseException, started: float
+        self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext, exc: BaseException, started: float
     ) -> None:
-        error = _describe(exc)
+        error = describe(exc)
         if isinstance(exc, RetryLaterError):  # a busy shared limit, not the job's fault: no try used
             log.info("job_deferred", outcome="deferred", reason=error, retry_in_s=exc.retry_after_s)
             _count(prepared.spec.name, "deferred", started)
@@ -296,7 +282,7 @@ class JobExecutor:
         assert prepared.spec.retry is not None
         tracing.record_error(exc)
         delay = prepared.spec.retry.decide(exc, prepared.tries_used)
-        trace = _traceback(exc)
+        trace = error_traceback(exc)
         if delay is None:
             log.warning("job_failed", outcome="failed", error=error, duration_ms=_elapsed_ms(started))
             _count(prepared.spec.name, "failed", started)
@@ -311,12 +297,12 @@ class JobExecutor:
         await self._requeue(claimed, due_ms=_now_ms() + int(delay * 1000), give_back_try=False)
 
     async def _fail(
-        self, claimed: ClaimedJob, prepared: _Prepared, ctx: JobContext, error: str, trace: str | None = None
+        self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext, error: str, trace: str | None = None
     ) -> None:
         await self._move(self._transition(claimed, prepared, JobStatus.FAILED, error=error, outcome="failed",
                                           traceback=trace))  # fmt: skip
         await self._run_failure_hook(prepared.spec, ctx, error)
-        envelope_ = self._result_bytes(claimed, prepared, False, error)
+        envelope_ = result_envelope(claimed, prepared, False, error)
         await self._finish(claimed, envelope_)
         if (run := self._foreign_run(claimed, prepared)) is not None:
             await self._foreign.ended(run, JobStatus.FAILED, error=error, traceback=trace, envelope=envelope_,
@@ -324,8 +310,8 @@ class JobExecutor:
 
     async def _refuse(self, claimed: ClaimedJob, exc: PermanentError) -> None:
         """A payload we cannot run: record why, finish it, keep the worker going."""
-        name, spec = self._peek_name(claimed)
-        error = _describe(exc)
+        name, spec = peek_name(claimed, self._specs)
+        error = describe(exc)
         log.warning("job_refused", job_name=name, outcome="failed", error=error)
         JOBS.labels(name if spec else "<unknown>", "refused").inc()
         max_tries = spec.max_tries if spec else 1
@@ -335,8 +321,8 @@ class JobExecutor:
                        run_started=time.time(), outcome="failed")
         )  # fmt: skip
         if spec is not None and spec.on_failure is not None:
-            kwargs = self._peek_kwargs(claimed)
-            prepared = _Prepared(spec, kwargs, claimed.try_count, 0, kwargs)
+            kwargs = peek_kwargs(claimed)
+            prepared = PreparedJob(spec, kwargs, claimed.try_count, 0, kwargs)
             await self._run_failure_hook(spec, self._context(claimed, prepared), error)
         result = envelope.serialize({"t": claimed.try_count, "f": name, "a": [], "k": {}, "et": 0, "s": False,
                                        "r": error, "st": _now_ms(), "ft": _now_ms(), "q": claimed.queue,
@@ -347,7 +333,7 @@ class JobExecutor:
         try:
             released = await self._requeue(claimed, due_ms=_now_ms() + int(delay_s * 1000), give_back_try=True)
             log.warning("job_released", reason=reason, released=released)
-            JOBS.labels(self._peek_name(claimed)[0], "released").inc()
+            JOBS.labels(peek_name(claimed, self._specs)[0], "released").inc()
             await self._move(Transition(claimed.job_id, JobStatus.RETRYING, error=reason, attempt=claimed.try_count,
                                         queue=claimed.queue, worker=self._worker_id,
                                         run_started=self._runs.get(claimed.job_id), outcome="released"))  # fmt: skip
@@ -393,27 +379,14 @@ class JobExecutor:
         except Exception as exc:
             log.exception("job_failure_hook_failed", error=repr(exc))
 
-    def _prepare(self, claimed: ClaimedJob) -> _Prepared:
-        if claimed.payload is None:
-            raise PermanentError("job payload is gone from Redis (expired before any worker ran it)")
-        payload = envelope.decode_job(claimed.payload)
-        spec = self._specs.get(payload.name)
-        if spec is None:
-            raise _unknown(payload.name, self._specs)
-        kwargs = spec.bind(payload.args, payload.kwargs)
-        first_try = max(payload.enqueue_try or 1, 1)
-        attempt = max(claimed.try_count, first_try)
-        return _Prepared(spec, kwargs, attempt, payload.enqueue_time_ms, payload.kwargs, first_try, time.time(),
-                         payload.meta.get("parent"), payload.meta)  # fmt: skip
-
-    def _foreign_run(self, claimed: ClaimedJob, prepared: _Prepared) -> ReportedRun | None:
+    def _foreign_run(self, claimed: ClaimedJob, prepared: PreparedJob) -> ReportedRun | None:
         """The run to report to a foreign producer (a job an intake took in), else None."""
         if not prepared.meta or not self._foreign.wanted(prepared.meta):
             return None
         timeout_s = prepared.spec.timeout_s or 0.0
         return ReportedRun(claimed.job_id, prepared.meta, self._worker_id, timeout_s)
 
-    def _context(self, claimed: ClaimedJob, prepared: _Prepared) -> JobContext:
+    def _context(self, claimed: ClaimedJob, prepared: PreparedJob) -> JobContext:
         return JobContext(
             resources=self._resources,
             services=self._services,
@@ -430,44 +403,8 @@ class JobExecutor:
             sync_pool=self._sync_pool,
         )
 
-    def _transition(
-        self,
-        claimed: ClaimedJob,
-        prepared: _Prepared,
-        status: JobStatus,
-        error: str | None = None,
-        result: Any = None,
-        outcome: str | None = None,
-        traceback: str | None = None,
-    ) -> Transition:
-        return Transition(
-            claimed.job_id, status, name=prepared.spec.name, queue=claimed.queue, attempt=prepared.attempt,
-            max_tries=prepared.last_try, worker=self._worker_id, error=error, result=result,
-            args=prepared.raw_kwargs, run_started=prepared.run_started, outcome=outcome, traceback=traceback,
-            parent_id=prepared.parent_id,
-        )  # fmt: skip
-
-    def _result_bytes(self, claimed: ClaimedJob, prepared: _Prepared, success: bool, result: Any) -> bytes | None:
-        now = _now_ms()
-        data: bytes | None = serialize_result(
-            prepared.spec.name, (), prepared.kwargs, prepared.attempt, prepared.enqueue_time_ms, success, result,
-            now, now, claimed.job_id, claimed.queue, claimed.job_id, serializer=envelope.serialize,
-        )  # fmt: skip
-        return data
-
-    def _peek_name(self, claimed: ClaimedJob) -> tuple[str, JobSpec | None]:
-        try:
-            name = str(envelope.deserialize(claimed.payload or b"")["f"])
-        except Exception:
-            return "<undecodable>", None
-        return name, self._specs.get(name)
-
-    def _peek_kwargs(self, claimed: ClaimedJob) -> dict[str, Any]:
-        try:
-            kwargs = envelope.deserialize(claimed.payload or b"").get("k")
-        except Exception:
-            return {}
-        return kwargs if isinstance(kwargs, dict) else {}
+    def _transition(self, claimed: ClaimedJob, prepared: PreparedJob, status: JobStatus, **fields: Any) -> Transition:
+        return transition(claimed, prepared, self._worker_id, status, **fields)
 
 
 def _count(job_name: str, outcome: str, started: float) -> None:
@@ -487,25 +424,6 @@ def _take_back_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         task.uncancel()
-
-
-def _unknown(name: str, specs: dict[str, JobSpec]) -> PermanentError:
-    return UnknownJobError(f"no job named {name!r} is registered; known jobs: {sorted(specs)}")
-
-
-def _loggable(value: Any) -> Any:
-    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
-
-
-def _traceback(exc: BaseException, limit_chars: int = 16_000) -> str:
-    """The error's traceback for its attempt record (its innermost frames, if it is long)."""
-    text = "".join(traceback.format_exception(exc))
-    return text if len(text) <= limit_chars else "...\n" + text[-limit_chars:]
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _now_ms() -> int:
