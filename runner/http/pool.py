@@ -129,17 +129,22 @@ class ConnectionPool:
     async def _wait_for_room(self, deadline: float | None) -> None:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
+        woken = False
         try:
             timeout = None if deadline is None else max(deadline - time.monotonic(), 0)
             async with asyncio.timeout(timeout):
                 await waiter
+            woken = True
         except TimeoutError:
             raise httpcore.PoolTimeout(
                 f"no free connection within the pool timeout ({self._max_connections} in use)"
             ) from None
         finally:
-            if not waiter.done():
-                self._waiting.remove(waiter)
+            if not woken:
+                if waiter.done():  # woken as it gave up (cancelled, timed out): the room goes to the next
+                    self._room()
+                else:
+                    self._waiting.remove(waiter)
 
     def release(self, connection: Connection) -> None:
         """A response read to its end (or given up): keep the connection for the next request, or close it."""

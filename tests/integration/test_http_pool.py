@@ -16,7 +16,7 @@ import httpx
 import pytest
 import uvloop
 
-from runner.http import PooledTransport
+from runner.http import ConnectionPool, PooledTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 Scenario = Callable[[], Awaitable[None]]
@@ -348,3 +348,16 @@ async def test_https_with_the_given_tls_context(run, certificate: tuple[Path, Pa
                     await http.get(url)
 
     await run(scenario)
+
+
+async def test_room_given_to_a_request_that_gave_up_goes_to_the_next():
+    """A waiter woken for a free connection but cancelled before it ran passes the room on: the next
+    waiter does not sit out its pool timeout beside an idle connection."""
+    pool = ConnectionPool(ssl.create_default_context(), max_connections=1, max_keepalive=1)
+    first = asyncio.create_task(pool._wait_for_room(None))
+    second = asyncio.create_task(pool._wait_for_room(None))
+    await asyncio.sleep(0)  # both wait
+    pool._room()  # a connection came free: the first is woken...
+    first.cancel()  # ...and cancelled before it runs
+    await asyncio.wait_for(second, 1)  # the second has the room
+    assert first.cancelled()
