@@ -141,14 +141,14 @@ class JobClient:
         job's given the new arguments, a deduplicated enqueue's none (no row is left `pending` behind)."""
         key, rule = unique
         with tracing.enqueue_span(job.name, job_id=job.job_id, queue=job.queue):
-            outcome, holder = await self._enqueuer.enqueue_unique(
+            outcome, holder, takeover = await self._enqueuer.enqueue_unique(
                 job.queue, job.job_id, job.name, job.args, key=key, for_s=rule.for_s, mode=rule.mode,
                 meta=_meta(job.parent_id), priority=priority,
             )  # fmt: skip
             if outcome is UniqueOutcome.DEDUPLICATED:
                 return EnqueueResult(holder, False, False, self, deduplicated=True)
             if outcome is UniqueOutcome.DEBOUNCED:
-                await self.store.replace_pending(replace(job, job_id=holder))
+                await self.store.replace_pending(replace(job, job_id=holder), takeover=takeover)
                 return EnqueueResult(holder, False, False, self, debounced=True)
             recorded = await self.store.insert_pending(job)
         return EnqueueResult(job.job_id, recorded, outcome is UniqueOutcome.QUEUED, self)

@@ -64,18 +64,21 @@ class Enqueuer:
     async def enqueue_unique(
         self, queue: str, job_id: str, name: str, kwargs: dict[str, Any], *, key: str, for_s: float,
         mode: UniqueMode, meta: dict[str, str] | None = None, priority: int = 0,
-    ) -> tuple[UniqueOutcome, str]:  # fmt: skip
+    ) -> tuple[UniqueOutcome, str, int]:  # fmt: skip
         """Enqueue under the unique key `key` of job `name` (see runner.unique), in the same one script call:
-        what happened, and the id of the job that holds the key now (this one's, unless deduplicated or
-        debounced into another). A debounced job is due `for_s` from now."""
+        what happened, the id of the job that holds the key now (this one's, unless deduplicated or
+        debounced into another), and for a debounce which one it was (each later one is larger; else 0).
+        A debounced job is due `for_s` from now."""
         keys = QueueKeys.of(queue)
         defer_s = for_s if mode == "debounce" else 0
         job_keys, args = _call(queue, job_id, name, kwargs, defer_s, None, meta, None, priority)
         window_ms = max(int(for_s * 1000), 1)  # PX 0 is an error
-        code, holder = await self._submit(
-            ([*job_keys, keys.unique(name, key)], [*args, window_ms, mode, keys.job_prefix])
-        )
-        return _UNIQUE_OUTCOMES[int(code)], holder.decode() if isinstance(holder, bytes) else str(holder)
+        code, holder, *debounce = await self._submit(
+            ([*job_keys, keys.unique(name, key), keys.unique_takeovers(name, key)],
+             [*args, window_ms, mode, keys.job_prefix])
+        )  # fmt: skip
+        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        return _UNIQUE_OUTCOMES[int(code)], holder_id, int(debounce[0]) if debounce else 0
 
     async def _submit(self, call: lua.Call) -> Any:
         """The script's reply to `call`, sent with whatever else is waiting (see `_send`)."""

@@ -114,6 +114,10 @@ class QueueKeys:
         """A unique key of job `name`: its value is the id of the job holding it."""
         return f"{self.base}:unique:{name}:{key}"
 
+    def unique_takeovers(self, name: str, key: str) -> str:
+        """How many debounces the unique key's jobs took: orders the writes of their rows' arguments."""
+        return f"{self.base}:unique-takeovers:{name}:{key}"
+
     @property
     def celery_intake(self) -> str:
         return f"{self.base}:intake:celery"

@@ -36,11 +36,14 @@ ON CONFLICT (job_id) DO NOTHING
 """
 
 # A debounced job took new arguments (runner/unique.py): its row, still pending, shows them; if the first
-# enqueue's insert has not landed yet, this writes the row and that insert does nothing.
+# enqueue's insert has not landed yet, this writes the row and that insert does nothing. Debounces from
+# several processes reach Postgres in any order: the takeover number ($7, from the enqueue script) keeps the
+# arguments of the last one Redis ran.
 _REPLACE_PENDING = """
-INSERT INTO runner_jobs AS j (job_id, name, queue, args, status, max_tries, parent_id)
-VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6)
-ON CONFLICT (job_id) DO UPDATE SET args = EXCLUDED.args, updated_at = now() WHERE j.status = 'pending'
+INSERT INTO runner_jobs AS j (job_id, name, queue, args, status, max_tries, parent_id, args_takeover)
+VALUES ($1, $2, $3, $4::jsonb, 'pending', $5, $6, $7)
+ON CONFLICT (job_id) DO UPDATE SET args = EXCLUDED.args, args_takeover = EXCLUDED.args_takeover, updated_at = now()
+WHERE j.status = 'pending' AND j.args_takeover < EXCLUDED.args_takeover
 """
 
 _FORGET_ENDED = """
@@ -158,11 +161,16 @@ class JobRow:
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> JobRow:
-        values = dict(record)
+        # Only the columns named here: a later release's migration may add others, which an older process
+        # still running beside it (a rolling upgrade) must read past.
+        values = {name: record[name] for name in _JOB_ROW_FIELDS if name in record}
         values["args"] = orjson.loads(values["args"])
         values["result"] = orjson.loads(values["result"]) if values["result"] is not None else None
         values["status"] = JobStatus(values["status"])
         return cls(**values)
+
+
+_JOB_ROW_FIELDS = tuple(JobRow.__dataclass_fields__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +220,10 @@ class JobStore:
         status = await executor.execute(_INSERT_PENDING, *job.params)
         return bool(status == "INSERT 0 1")
 
-    async def replace_pending(self, job: PendingJob) -> bool:
-        """Write a pending job's new arguments (or its row, if none yet); False if it has left `pending`."""
-        status = await self._pool.execute(_REPLACE_PENDING, *job.params)
+    async def replace_pending(self, job: PendingJob, *, takeover: int) -> bool:
+        """Write a pending job's new arguments (or its row, if none yet), those of its `takeover`-th debounce;
+        False if it has left `pending` or a later debounce's arguments are there already."""
+        status = await self._pool.execute(_REPLACE_PENDING, *job.params, takeover)
         return bool(status == "INSERT 0 1")
 
     async def move(self, t: Transition) -> bool:

@@ -10,6 +10,7 @@
 -- KEYS[5] idle           the queue's idle workers
 -- KEYS[6] abort          the queue's abort requests
 -- KEYS[7] unique         optional: the unique key (its value: the id of the job holding it)
+-- KEYS[8] takeovers      with KEYS[7]: how many debounces the key's jobs took (orders their rows' arguments)
 -- ARGV[1] job_id
 -- ARGV[2] payload
 -- ARGV[3] due_ms
@@ -24,12 +25,13 @@
 -- ARGV[12] mode          with KEYS[7]: 'dedupe' or 'debounce'
 -- ARGV[13] job_prefix    with KEYS[7]: + job id: a job's payload
 -- Returns 0: refused (the id exists), 1: queued and a worker woken, 2: handed to an idle worker. With a
--- unique key, {that code, job_id}, or {3, id of the key's job}: deduplicated, or {4, its id}: debounced.
+-- unique key, {that code, job_id}, or {3, id of the key's job}: deduplicated, or {4, its id, n}: debounced,
+-- the key's n-th debounce (n grows with each, so the last one Redis ran can win the job's row too).
 -- An inbox item is "<len(id)>|<id>|<try>|<due ms>|<aborted>|<payload>".
 local queue, job, result, wake, idle, abort = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, payload, due, payload_ttl_ms, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local lease_prefix, try_prefix, leases_prefix, inbox_prefix, try_ttl_ms = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-local unique, unique_ms, mode, job_prefix = KEYS[7], ARGV[11], ARGV[12], ARGV[13]
+local unique, takeovers, unique_ms, mode, job_prefix = KEYS[7], KEYS[8], ARGV[11], ARGV[12], ARGV[13]
 
 local function answer(code)
   if unique then return {code, id} end
@@ -46,7 +48,9 @@ if unique then
     redis.call('SET', job_prefix .. holder, payload, 'PX', payload_ttl_ms)
     redis.call('ZADD', queue, 'XX', due, holder)
     redis.call('SET', unique, holder, 'PX', payload_ttl_ms)
-    return {4, holder}
+    local n = redis.call('INCR', takeovers)
+    redis.call('PEXPIRE', takeovers, payload_ttl_ms)
+    return {4, holder, n}
   end
 end
 if redis.call('EXISTS', job, result) > 0 then return answer(0) end
