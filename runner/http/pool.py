@@ -22,7 +22,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from runner.http.connection import Connection, Timeouts
+from runner.http.connection import Connection, Timeouts, request_head
 
 __all__ = ["ConnectionPool", "PooledTransport"]
 
@@ -55,9 +55,10 @@ class ConnectionPool:
         origin = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
         timeouts: Timeouts = request.extensions.get("timeout", {})
         sni = request.extensions.get("sni_hostname")
+        head, chunked = request_head(request)  # refused before any connection is taken
         connection = await self._acquire(origin, timeouts, sni.decode() if isinstance(sni, bytes) else sni)
         try:
-            await connection.send(request, timeouts)
+            await connection.send(request, head, chunked, timeouts)
         except BaseException:
             self.discard(connection)
             raise
@@ -65,7 +66,7 @@ class ConnectionPool:
             connection.status,
             headers=connection.headers,
             content=_Body(self, connection, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": b""},
+            extensions={"http_version": connection.http_version, "reason_phrase": connection.reason},
         )
 
     # --- taking and giving back ----------------------------------------------------------------------

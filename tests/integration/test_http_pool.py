@@ -5,7 +5,9 @@ stdlib event loop and under uvloop, which the workers run."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -361,3 +363,98 @@ async def test_room_given_to_a_request_that_gave_up_goes_to_the_next():
     first.cancel()  # ...and cancelled before it runs
     await asyncio.wait_for(second, 1)  # the second has the room
     assert first.cancelled()
+
+
+# --- found in review: each failed before its fix --------------------------------------------------------
+
+
+async def test_a_big_body_left_unread_does_not_leave_its_connection_paused_in_the_pool(run):
+    """Reading stops while 256 KiB wait unread; a response closed unread must not put that connection back."""
+
+    async def scenario() -> None:
+        async with serving(keep_alive) as (server, url), client(read=1.0) as http:
+            async with http.stream("POST", url, content=b"x" * 300_000):
+                await asyncio.sleep(0.2)  # all of it arrives, none is read
+            assert (await http.post(url, content=b"next")).content == b"POST / HTTP/1.1|next"
+            assert server.connections == 2
+
+    await run(scenario)
+
+
+async def test_bytes_after_a_complete_response_are_not_part_of_it(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"ok") + b"HTTP/1.1 500 Oops\r\nContent-Length: 5\r\n\r\nEVIL!")
+        await writer.drain()
+        await read_request(reader)
+
+    async def scenario() -> None:
+        async with serving(handler) as (server, url), client() as http:
+            response = await http.get(url)
+            assert (response.status_code, response.content) == (200, b"ok")
+            await http.get(url)  # the spoiled connection was closed: a new one
+            assert server.connections == 2
+
+    await run(scenario)
+
+
+async def test_header_values_that_would_split_the_request_are_refused(run):
+    async def scenario() -> None:
+        async with serving(keep_alive) as (server, url), client() as http:
+            with pytest.raises(httpx.LocalProtocolError, match="illegal header"):
+                await http.get(url, headers={"X-Name": "a\r\nX-Injected: yes"})
+            assert server.connections == 0
+
+    await run(scenario)
+
+
+async def test_a_reset_cuts_a_close_delimited_body_as_a_read_error(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, not FIN: the body did not end, it broke
+
+    async def scenario() -> None:
+        async with serving(handler) as (_, url), client() as http:
+            with pytest.raises(httpx.ReadError, match="broke"):
+                await http.get(url)
+
+    await run(scenario)
+
+
+async def test_the_read_timeout_counts_from_the_last_bytes_not_the_request(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for part in (b"HTTP/1.1 200 OK\r\n", b"Content-Length: 2\r\n", b"X-A: b\r\n", b"\r\n", b"o", b"k"):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.1)  # 0.6 s in all, never 0.3 s quiet
+
+    async def scenario() -> None:
+        async with serving(handler) as (_, url), client(read=0.3) as http:
+            assert (await http.get(url)).content == b"ok"
+
+    await run(scenario)
+
+
+async def test_status_line_details_and_an_upgrade_reach_the_caller_as_httpx_would_say(run):
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line, _, _ = await read_request(reader) or (b"", {}, b"")
+        if b"/old" in line:
+            writer.write(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+    async def scenario() -> None:
+        async with serving(handler) as (_, url), client() as http:
+            old = await http.get(f"{url}/old")
+            assert (old.status_code, old.reason_phrase, old.http_version) == (404, "Not Found", "HTTP/1.0")
+            with pytest.raises(httpx.RemoteProtocolError, match="switched protocols"):
+                await http.get(f"{url}/up")
+
+    await run(scenario)
