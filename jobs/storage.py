@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import re
+import secrets
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -22,7 +23,7 @@ MAX_KEY_LENGTH = 512
 # conservative set that is safe in URLs and on every filesystem.
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _TEMP_PREFIX = ".tmp-"  # cannot collide with a key part, which must start with a letter or digit
-_TEMP_NUMBERS = itertools.count()  # with the pid, a temp name no other writer uses
+_TEMP_NUMBERS = itertools.count()  # a temp file's name: see _write_atomic
 _MADE_FOLDERS_KEPT = 10_000
 
 _CONTENT_TYPES = {
@@ -113,6 +114,7 @@ class LocalMediaStorage:
         try:
             _write_atomic(path, data)
         except FileNotFoundError:  # the folder was removed since (its story deleted, say): make it again
+            self._check_folder(folder)
             self._make(folder)
             _write_atomic(path, data)
 
@@ -151,7 +153,9 @@ def _existing_file(root: Path, path: Path) -> Path | None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename over it: readers see old or new, never half."""
-    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}")
+    # The pid and a counter keep this process's writers apart, the random part other hosts' (a shared volume)
+    # and a temp file a killed writer with the same pid left behind.
+    temp = path.with_name(f"{_TEMP_PREFIX}{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}.{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         try:

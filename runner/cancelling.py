@@ -13,18 +13,19 @@ from collections.abc import Iterable
 from typing import Any
 
 # How long a cancelled task gets before it is cancelled again: far longer than the one loop iteration
-# a lost cancel takes to show, far shorter than anyone waits for a stop.
+# a lost cancel takes to show, far shorter than anyone waits for a stop. Tasks with clean-up to await
+# (closing a connection) are given longer.
 RECANCEL_S = 0.1
+CLEAN_UP_S = 1.0
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], *, every_s: float = RECANCEL_S) -> None:
     """Cancel `tasks` and wait until every one has ended, cancelling again any still running after each
-    RECANCEL_S. For tasks that end as soon as a cancel reaches them (loops, blocking reads): one that awaits
-    clean-up work when cancelled would have that cut short too."""
+    `every_s`. A task that awaits clean-up when cancelled gets `every_s` for it before the next cancel."""
     tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     while pending:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        _, pending = await asyncio.wait(pending, timeout=every_s)
     await asyncio.gather(*tasks, return_exceptions=True)  # their outcomes read: none is logged as unretrieved

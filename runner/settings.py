@@ -184,9 +184,9 @@ class Settings(BaseSettings):
 
     @property
     def queue_names(self) -> list[str]:
-        """The queues this deployment serves (QUEUES, else QUEUE_NAME): the ones /ready, /metrics and
-        `python -m runner status` and `doctor` look at."""
-        return [name for name, _ in self.worker_queues]
+        """QUEUE_NAME (where jobs without a queue of their own and the intakes enqueue), then the other
+        queues of QUEUES: the ones /ready, /metrics, `python -m runner status` and `doctor` look at."""
+        return [self.queue_name, *(name for name, _ in self.worker_queues if name != self.queue_name)]
 
     @property
     def redis_configured(self) -> bool:

@@ -11,7 +11,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from runner.backoff import Backoff
-from runner.cancelling import cancel_and_wait
+from runner.cancelling import CLEAN_UP_S, cancel_and_wait
 from runner.registry import Registry
 from runner.resources import open_resources
 from runner.settings import Settings
@@ -56,7 +56,7 @@ class Intakes:
             try:
                 await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             finally:
-                await cancel_and_wait([stopping, *tasks])
+                await cancel_and_wait([stopping, *tasks], every_s=CLEAN_UP_S)  # an intake closes its pub/sub
         log.info("intake_stopped")
 
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from runner.cancelling import cancel_and_wait
+from runner.cancelling import CLEAN_UP_S, cancel_and_wait
 
 __all__ = ["SideTasks"]
 
@@ -47,4 +47,4 @@ class SideTasks:
     async def stop(self) -> None:
         """Stop watching, and cancel the tasks started here."""
         self._stopping = True
-        await cancel_and_wait(self._started)
+        await cancel_and_wait(self._started, every_s=CLEAN_UP_S)

@@ -137,7 +137,7 @@ async def test_each_queue_of_QUEUES_is_read_and_probed(make_settings: MakeSettin
     keys: a foreign value in the second queue's key is named, though the first queue is fine."""
     base = make_settings()
     media = f"{base.queue_name}-media"
-    settings = make_settings(queues=f"{base.queue_name}:3,{media}:1")
+    settings = make_settings(queue_name=base.queue_name, queues=f"{base.queue_name}:3,{media}:1")
     assert settings.queue_names == [base.queue_name, media]
     assert await Enqueuer(resources.redis).enqueue(media, "on-media", "probe.nap", {"seconds": 0})
     async with api_client(settings) as api:

@@ -19,6 +19,14 @@ def test_unset_means_queue_name_alone() -> None:
     assert settings(queue_name="stories", queues="  ").worker_queues == [("stories", 1)]
 
 
+def test_the_queues_watched_start_with_queue_name_even_when_queues_leave_it_out() -> None:
+    """/metrics, /ready, status and doctor look at QUEUE_NAME (where the intakes and jobs without a queue of
+    their own enqueue) first, then the other served queues."""
+    assert settings(queue_name="storymimi").queue_names == ["storymimi"]
+    assert settings(queue_name="storymimi", queues="media:1,storymimi:3").queue_names == ["storymimi", "media"]
+    assert settings(queue_name="storymimi", queues="media").queue_names == ["storymimi", "media"]
+
+
 def test_weights_default_to_one_and_a_name_may_hold_colons() -> None:
     assert settings(queues="storymimi:3, media").worker_queues == [("storymimi", 3), ("media", 1)]
     assert settings(queues="test:ab12:2,test:cd34").worker_queues == [("test:ab12", 2), ("test:cd34", 1)]

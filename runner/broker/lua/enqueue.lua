@@ -45,11 +45,11 @@ if unique then
   if holder and redis.call('ZSCORE', queue, holder) and redis.call('EXISTS', lease_prefix .. holder) == 0
       and tonumber(redis.call('GET', try_prefix .. holder) or '0') == 0 and not redis.call('ZSCORE', abort, holder)
       and redis.call('EXISTS', job_prefix .. holder) == 1 then
+    local n = redis.call('INCR', takeovers)  -- first: a script that errors part-way keeps its writes
+    redis.call('PEXPIRE', takeovers, payload_ttl_ms)
     redis.call('SET', job_prefix .. holder, payload, 'PX', payload_ttl_ms)
     redis.call('ZADD', queue, 'XX', due, holder)
     redis.call('SET', unique, holder, 'PX', payload_ttl_ms)
-    local n = redis.call('INCR', takeovers)
-    redis.call('PEXPIRE', takeovers, payload_ttl_ms)
     return {4, holder, n}
   end
 end
