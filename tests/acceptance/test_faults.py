@@ -206,7 +206,12 @@ async def test_recycled_workers_are_replaced_before_they_leave(
     await assert_each_story_completed_once(resources, settings, story_ids)
 
     def followed(events: list[dict[str, Any]], i: int) -> list[str]:
-        return [e["event"] for e in events[i + 1 :] if e.get("event") in ("child_started", "child_exited")]
+        """After retirement notice i: its slot's next start, and the retiring process's exit, in order (another
+        slot's, or a quick replacement's own retirement, may come between: forked workers start in ~40 ms)."""
+        child, pid = events[i].get("child"), events[i].get("pid")
+        return [e["event"] for e in events[i + 1 :]
+                if (e.get("event") == "child_started" and e.get("child") == child)
+                or (e.get("event") == "child_exited" and e.get("pid") == pid)]  # fmt: skip
 
     async def each_retirement_followed() -> bool:  # the last may still be under way as the stories complete
         events = running.events()
