@@ -194,7 +194,9 @@ async def test_a_lost_hosts_jobs_run_again_on_the_other_hosts_and_a_restart_ther
         print(f"\nmeasured host loss (3 hosts, lease {lease_s:g} s): host-1 held {len(held)}+ jobs, "
               f"{len(reruns)} ran again on {sorted({w.split(':')[0] for _, w, _ in reruns})}, the last "
               f"{recovery:.2f}s after the kill; lost {lost}, duplicated {duplicated}")  # fmt: skip
-        assert (lost, duplicated) == (0, 0)
+        # None lost: every story's row completed, once (above). `lost` counts log lines, and a job that completed on
+        # host-1 just before the kill may have had its `job_completed` line die with host-1's processes.
+        assert duplicated == 0, (lost, duplicated)
         assert held <= {job_id for job_id, _, _ in reruns} | await completed_before(resources, held, killed_at)
         assert all(not w.startswith("host-1:") for _, w, _ in reruns), reruns
         # The last renewal was at most a third of the lease before the kill; an idle worker claims within a poll.
@@ -219,7 +221,7 @@ async def test_a_lost_hosts_jobs_run_again_on_the_other_hosts_and_a_restart_ther
           f"workers freed {freed_after:.2f}s after the kill (scan and release {released['took_ms']} ms), the last "
           f"of {len(reruns)} jobs ran again {recovery:.2f}s after it (lease {lease_s:g} s); lost {lost}, "
           f"duplicated {duplicated}")  # fmt: skip
-    assert (lost, duplicated) == (0, 0)
+    assert duplicated == 0, (lost, duplicated)  # none lost: the rows say so (above); see the first part
     assert len(reruns) == released["jobs"] >= len(held), (reruns, released)
     assert all(w.startswith("host-1:") and int(w.split(":")[1]) in dead for w in released["workers"]), released
     assert recovery < lease_s * 2 / 3 - 0.5, "the jobs waited for their leases to lapse: none was freed at start"
