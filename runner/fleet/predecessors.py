@@ -35,6 +35,7 @@ log = structlog.get_logger("runner.fleet.predecessors")
 
 SCAN_BOUND_S = 5.0  # a huge keyspace is not scanned to its end: the leases left then lapse on their own
 _SCAN_COUNT = 1000
+_LOGGED_JOB_IDS = 200  # the freed jobs named in the log line (the count is always whole)
 _GLOB = re.compile(r"([*?\[\]\\])")
 
 
@@ -97,6 +98,7 @@ async def release_predecessors(redis: RedisClient, queue: str, host: str, lease_
             freed[worker_id] = jobs
     if freed:
         took_ms = round((time.monotonic() - started) * 1000, 1)
-        log.warning("predecessor_leases_released", host=host, workers=sorted(freed),
-                    jobs=sum(len(j) for j in freed.values()), took_ms=took_ms)  # fmt: skip
+        job_ids = sorted(j for jobs in freed.values() for j in jobs)
+        log.warning("predecessor_leases_released", host=host, workers=sorted(freed), jobs=len(job_ids),
+                    job_ids=job_ids[:_LOGGED_JOB_IDS], took_ms=took_ms)  # fmt: skip
     return freed
