@@ -121,8 +121,7 @@ class LocalMediaStorage:
     def _check_folder(self, folder: Path) -> None:
         if self._real_root is None:
             self._real_root = self.root.resolve()
-        if not folder.resolve().is_relative_to(self._real_root):
-            raise ValueError(f"storage path {folder} resolves outside the storage root {self.root}")
+        _check_inside(self.root, folder, self._real_root)
 
     def _make(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -140,9 +139,10 @@ class LocalMediaStorage:
         return await asyncio.to_thread(_folders, self.root, self._path(prefix.rstrip("/")))
 
 
-def _check_inside(root: Path, path: Path) -> None:
-    """Keys cannot contain "..", but a symlinked directory could still point outside the root."""
-    if not path.resolve().is_relative_to(root.resolve()):
+def _check_inside(root: Path, path: Path, real_root: Path | None = None) -> None:
+    """Keys cannot contain "..", but a symlinked directory could still point outside the root (`real_root`:
+    the root already resolved)."""
+    if not path.resolve().is_relative_to(real_root or root.resolve()):
         raise ValueError(f"storage path {path} resolves outside the storage root {root}")
 
 
