@@ -317,15 +317,17 @@ class RedisQueue:
 
     async def finish_many(self, finished: Sequence[Finished]) -> None:
         """Finish several jobs in one round trip."""
-        for reply in await lua.run_many(self._redis, self._finish, [self.finish_call(f) for f in finished]):
+        for reply in await lua.run_many(self._redis, self._finish, [self.finish_call(finished)]):
             if isinstance(reply, Exception):
                 raise reply
 
-    def finish_call(self, f: Finished) -> lua.Call:
-        """The finish script's KEYS and ARGV for one job (see lua/finish.lua)."""
+    def finish_call(self, finished: Sequence[Finished]) -> lua.Call:
+        """The finish script's KEYS and ARGV for a batch of this queue's jobs (see lua/finish.lua)."""
         k = self.keys
-        return ([k.jobs, self._leases, k.job(f.job_id), k.tries(f.job_id), k.result(f.job_id), k.lease(f.job_id),
-                 k.abort], [f.job_id, self.worker_id, f.result or b"", f.keep_result_ms])  # fmt: skip
+        args: list[str | bytes | int] = [self.worker_id, k.job_prefix, k.try_prefix, k.result_prefix, k.lease_prefix]
+        for f in finished:
+            args += (f.job_id, f.result or b"", f.keep_result_ms)
+        return (k.jobs, self._leases, k.abort), args
 
     @property
     def finish_script(self) -> Any:

@@ -130,7 +130,10 @@ class WorkerQueues:
 
     async def finish_many(self, finished: Sequence[Finished]) -> None:
         """Finish jobs of any of the queues in one round trip."""
-        calls = [self._queues[f.queue or self.primary.queue].finish_call(f) for f in finished]
+        by_queue: dict[str, list[Finished]] = {}
+        for f in finished:
+            by_queue.setdefault(f.queue or self.primary.queue, []).append(f)
+        calls = [self._queues[name].finish_call(batch) for name, batch in by_queue.items()]
         for reply in await lua.run_many(self._redis, self.primary.finish_script, calls):
             if isinstance(reply, Exception):
                 raise reply
