@@ -97,8 +97,8 @@ def transition(
     return Transition(
         claimed.job_id, status, name=prepared.spec.name, queue=claimed.queue, attempt=prepared.attempt,
         max_tries=prepared.last_try, worker=worker_id, error=error, result=result,
-        args=prepared.raw_kwargs, run_started=prepared.run_started, outcome=outcome, traceback=traceback,
-        parent_id=prepared.parent_id,
+        args=prepared.raw_kwargs, started=status is JobStatus.PROCESSING, run_started=prepared.run_started,
+        outcome=outcome, traceback=traceback, parent_id=prepared.parent_id,
     )  # fmt: skip
 
 

@@ -60,7 +60,14 @@ async def slow(ctx: JobContext, *, seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-REGISTRY = Registry(specs=(record, flaky, slow))
+@job("probe.nul")
+async def nul(ctx: JobContext, *, fail: bool) -> str:
+    if fail:
+        raise PermanentError("bad\x00byte")
+    return "a\x00b"
+
+
+REGISTRY = Registry(specs=(record, flaky, slow, nul))
 
 
 def client_for(resources: Resources, settings: Settings) -> JobClient:
@@ -211,6 +218,30 @@ async def test_permanent_error_fails_at_once(resources: Resources, settings: Set
     await until_status(client, job_id, JobStatus.FAILED)
     row = await client.get(job_id)
     assert row is not None and row.attempts == 1 and calls[job_id] == 1
+
+
+async def test_a_nul_in_an_error_or_result_is_stored_as_u_fffd_and_fails_no_other_job(
+    resources: Resources, settings: Settings, run_worker: RunWorker
+):
+    """Postgres text and jsonb cannot hold NUL: the rows show U+FFFD in its place, and the jobs whose status
+    writes share a batch with them are written too (a NUL once failed the whole batch's write)."""
+    client = client_for(resources, settings)
+    q = settings.queue_name
+    await asyncio.gather(
+        client.enqueue("probe.nul", job_id=f"nul-fail-{q}", fail=True),
+        client.enqueue("probe.nul", job_id=f"nul-result-{q}", fail=False),
+        *(client.enqueue("probe.record", job_id=f"beside-nul-{n}-{q}", tag=f"beside-{n}") for n in range(10)),
+    )
+    await run_worker(REGISTRY)
+    await until_status(client, f"nul-fail-{q}", JobStatus.FAILED)
+    await until_status(client, f"nul-result-{q}", JobStatus.COMPLETED)
+    for n in range(10):
+        await until_status(client, f"beside-nul-{n}-{q}", JobStatus.COMPLETED)
+    failed, completed = await client.get(f"nul-fail-{q}"), await client.get(f"nul-result-{q}")
+    assert failed is not None and failed.error == "PermanentError: bad\ufffdbyte"
+    assert completed is not None and completed.result == "a\ufffdb"
+    errors = await resources.db.fetch("SELECT error FROM runner_job_attempts WHERE job_id = $1", f"nul-fail-{q}")
+    assert [r["error"] for r in errors] == ["PermanentError: bad\ufffdbyte"]
 
 
 async def test_hard_time_limit_stops_and_fails(resources: Resources, settings: Settings, run_worker: RunWorker):

@@ -43,3 +43,23 @@ def test_collapse_keeps_the_effect_of_applying_in_order():
         JobStatus.COMPLETED, True, 5, {"x": 1},
     )  # fmt: skip
     assert (rows["b"].status, rows["b"].error, rows["b"].started) == (JobStatus.FAILED, "boom", False)
+
+
+def test_collapse_carries_every_field_of_the_later_transition():
+    """A merge is built field by field (not by dataclasses.replace): a field added to Transition must be merged
+    too, so every field of the later transition that the merge rules do not combine comes through as it is."""
+    import dataclasses
+
+    from runner.store.jobs import Transition, collapse
+
+    first = Transition("a", JobStatus.PROCESSING, attempt=1, worker="w", run_started=1.0)
+    later_values = {
+        "name": "n", "queue": "q", "attempt": 2, "max_tries": 7, "worker": "w2", "error": "e", "result": {"r": 1},
+        "args": {"k": 1}, "started": True, "run_started": 2.0, "outcome": "retrying", "traceback": "tb",
+        "parent_id": "p",
+    }  # fmt: skip
+    names = {f.name for f in dataclasses.fields(Transition)} - {"job_id", "status"}
+    assert names == set(later_values), "a new Transition field: give it a value here and a rule in collapse()"
+    later = Transition("a", JobStatus.RETRYING, **later_values)
+    (merged,) = collapse([first, later])
+    assert {name: getattr(merged, name) for name in names} == later_values
