@@ -15,19 +15,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from runner import tracing
 from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import QueueKeys
 from runner.broker.queue import request_abort
 from runner.context import CURRENT_JOB_ID
-from runner.errors import JobFailedError, ResourceNotOpenError
+from runner.errors import JobArgumentsError, JobFailedError, ResourceNotOpenError
 from runner.group import GroupHandle, JobCall
 from runner.priority import check_priority
 from runner.registry import JobSpec
 from runner.resources import Resources
 from runner.status import TERMINAL, JobStatus
 from runner.store.groups import GroupResults, GroupStore, NewGroup, join_id_for
-from runner.store.jobs import Connection, JobRow, JobStore, PendingJob
+from runner.store.jobs import Connection, JobRow, JobStore, PendingJob, has_nul
 from runner.unique import Unique, UniqueMode, UniqueOutcome
 
 __all__ = ["EnqueueResult", "JobClient"]
@@ -162,6 +164,10 @@ class JobClient:
         its own rows in one statement (then call `push()` once that statement has committed)."""
         spec = self.spec(name)
         spec.bind((), kwargs)
+        if "\x00" in job_id or has_nul(orjson.dumps(kwargs)):
+            raise JobArgumentsError(
+                f"job {name!r}: its id and arguments must not contain NUL (\\u0000): Postgres cannot store it"
+            )
         queue = queue or spec.queue
         assert queue is not None
         QueueKeys.of(queue)  # refuses a name that cannot be a queue before any write

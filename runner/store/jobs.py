@@ -19,7 +19,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from runner.status import TERMINAL, JobStatus, allowed_sources
 
-__all__ = ["Applied", "Connection", "JobRow", "JobStore", "PendingJob", "Transition", "attempt_records", "collapse"]
+__all__ = [
+    "Applied", "Connection", "JobRow", "JobStore", "PendingJob", "Transition", "attempt_records", "collapse", "has_nul",
+]  # fmt: skip
 
 # A connection a caller holds (its transaction), plain or borrowed from a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -310,11 +312,16 @@ _ATTEMPT_FIELDS = ("job_id", "attempt", "started_at", "worker", "outcome", "erro
 _NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+def has_nul(data: bytes) -> bool:
+    """Whether JSON text (as orjson writes it) holds a NUL character, which Postgres text and jsonb refuse."""
+    return b"\\u0000" in data and _NUL_ESCAPE.search(data) is not None
+
+
 def _json(rows: list[dict[str, Any]]) -> str:
     """The rows as one JSON array. Postgres text and jsonb cannot hold NUL, so a NUL a job put in its error or
     result is stored as U+FFFD: one such text must not fail the whole batch's write."""
     data = orjson.dumps(rows)
-    if b"\\u0000" in data:
+    if has_nul(data):
         data = _NUL_ESCAPE.sub(rb"\1\\ufffd", data)
     return data.decode()
 

@@ -18,7 +18,7 @@ from runner.broker.keys import QueueKeys
 from runner.broker.queue import RedisQueue
 from runner.client import JobClient
 from runner.context import JobContext
-from runner.errors import PermanentError, RetryLaterError, TransientError
+from runner.errors import JobArgumentsError, PermanentError, RetryLaterError, TransientError
 from runner.registry import Registry, job
 from runner.resources import Resources
 from runner.retry import RetryPolicy
@@ -242,6 +242,18 @@ async def test_a_nul_in_an_error_or_result_is_stored_as_u_fffd_and_fails_no_othe
     assert completed is not None and completed.result == "a\ufffdb"
     errors = await resources.db.fetch("SELECT error FROM runner_job_attempts WHERE job_id = $1", f"nul-fail-{q}")
     assert [r["error"] for r in errors] == ["PermanentError: bad\ufffdbyte"]
+
+
+async def test_an_enqueue_with_a_nul_in_its_arguments_is_refused_before_any_write(
+    resources: Resources, settings: Settings
+):
+    client = client_for(resources, settings)
+    for job_id, tag in ((f"nul-arg-{settings.queue_name}", "a\x00b"), (f"nul\x00id-{settings.queue_name}", "a")):
+        with pytest.raises(JobArgumentsError, match="NUL"):
+            await client.enqueue("probe.record", job_id=job_id, tag=tag)
+    assert await client.enqueue("probe.record", job_id=f"nul-free-{settings.queue_name}", tag="a\\u0000")
+    assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).jobs) == 1  # only the NUL-free one
+    assert await client.get(f"nul-arg-{settings.queue_name}") is None
 
 
 async def test_hard_time_limit_stops_and_fails(resources: Resources, settings: Settings, run_worker: RunWorker):
