@@ -149,7 +149,7 @@ async def release_dead_worker(redis: RedisClient, worker_id: str, queue: str, le
     return [_text(x) for x in released]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see ClaimedJob
 class Finished:
     """A job to take off the queue for good, with the result envelope to keep."""
 
@@ -175,7 +175,10 @@ class Claim:
     next_due_ms: int | None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: several records like this are made each job, and a frozen dataclass's
+# __init__ costs three times a plain one's (object.__setattr__ a field). The same holds for Finished,
+# PreparedJob and Transition.
+@dataclass(slots=True)
 class ClaimedJob:
     """A job this worker now holds the lease of. `payload` is None when the job key has expired."""
 

@@ -186,7 +186,7 @@ class Applied:
     ended_groups: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: two are made a job, see runner.broker.queue.ClaimedJob
 class Transition:
     """A status move for one job, with what is known about it at that moment."""
 

@@ -24,7 +24,7 @@ __all__ = [
 ]  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see runner.broker.queue.ClaimedJob
 class PreparedJob:
     spec: JobSpec
     kwargs: dict[str, Any]

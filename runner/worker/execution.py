@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from arq.utils import ms_to_datetime
 from structlog.contextvars import bind_contextvars
 
 from runner import envelope, tracing
@@ -45,15 +45,16 @@ from runner.worker.claimed import (
 )
 from runner.worker.joins import Joins
 from runner.worker.outage import ride_out
-from runner.worker.soft_limit import SoftLimit
+from runner.worker.soft_limit import TimeLimits
 
 __all__ = ["JobExecutor"]
 
 log = structlog.get_logger("runner.job")
+_JOB_LOG = structlog.get_logger("job")  # each job's ctx.log: binds nothing itself, so one serves every job
 _JOIN_DRAIN_S = 5.0  # at exit, how long joins being written may take before the sweeper is left to finish them
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: see runner.broker.queue.ClaimedJob
 class _Outcome:
     """How a job's coroutine ended: a result, an error, or cancelled at a user's request."""
 
@@ -222,17 +223,22 @@ class JobExecutor:
     async def _call(self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext) -> _Outcome:
         """Run the job's coroutine under its limits; a shutdown's cancellation propagates."""
         spec = prepared.spec
-        soft = SoftLimit(ctx.soft_deadline - time.monotonic())
+        soft_s = ctx.soft_deadline - time.monotonic() if ctx.soft_deadline != float("inf") else None
+        limit, limits = asyncio.timeout(None), None
         try:
-            async with asyncio.timeout(spec.timeout_s) as limit:
-                result = await spec.coroutine(ctx, **prepared.kwargs)
+            async with limit:
+                limits = TimeLimits(limit, soft_s=soft_s, hard_s=spec.timeout_s)
+                try:
+                    result = await spec.coroutine(ctx, **prepared.kwargs)
+                finally:
+                    limits.disarm()
             envelope.serialize(result)  # a result that is not JSON is the job's bug: fail it, say why
             return _Outcome(result=result)
         except asyncio.CancelledError:
             if claimed.job_id in self._aborting:
                 _take_back_cancel()
                 return _Outcome(cancelled=True)
-            if not soft.was_cause():
+            if limits is None or not limits.was_cause():
                 raise
             return _Outcome(error=SoftTimeLimitExceeded(f"stopped at the soft time limit of {spec.soft_timeout_s:g}s"))
         except Exception as exc:
@@ -240,7 +246,6 @@ class JobExecutor:
                 exc = JobTimeoutError(f"stopped at the hard time limit of {spec.timeout_s:g}s")
             return _Outcome(error=exc)
         finally:
-            soft.disarm()
             self._aborting.discard(claimed.job_id)  # also when the job swallowed the abort and finished
 
     async def _cancelled(self, claimed: ClaimedJob, prepared: PreparedJob, ctx: JobContext, started: float) -> None:
@@ -394,10 +399,10 @@ class JobExecutor:
             job_name=prepared.spec.name,
             attempt=prepared.attempt,
             max_tries=prepared.last_try,
-            enqueued_at=ms_to_datetime(prepared.enqueue_time_ms or _now_ms()),
+            enqueued_at=datetime.fromtimestamp((prepared.enqueue_time_ms or _now_ms()) / 1000, UTC),
             worker_id=self._worker_id,
             kwargs=prepared.kwargs,
-            log=structlog.get_logger("job"),
+            log=_JOB_LOG,
             jobs=self._client,
             soft_deadline=time.monotonic() + (prepared.spec.soft_timeout_s or float("inf")),
             sync_pool=self._sync_pool,
