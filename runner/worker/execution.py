@@ -153,7 +153,6 @@ class JobExecutor:
         # Bound in this job's own task (its context is a copy): nothing to unbind, and nothing leaks to the
         # worker's loop. `bound_contextvars` would copy every context variable twice a job.
         CURRENT_JOB_ID.set(claimed.job_id)  # jobs it enqueues name it as their parent
-        bind_contextvars(job_id=claimed.job_id, attempt=claimed.try_count)
         with JOBS_IN_FLIGHT.track_inprogress():
             try:
                 await self._execute(claimed)
@@ -170,11 +169,12 @@ class JobExecutor:
         try:
             prepared = prepare(claimed, self._specs)
         except PermanentError as exc:
+            bind_contextvars(job_id=claimed.job_id, attempt=claimed.try_count)
             await self._refuse(claimed, exc)
             return
         spec = prepared.spec
         fields = {k: loggable(prepared.kwargs[k]) for k in spec.log_fields if k in prepared.kwargs}
-        bind_contextvars(job_name=spec.name, attempt=prepared.attempt, **fields)
+        bind_contextvars(job_id=claimed.job_id, job_name=spec.name, attempt=prepared.attempt, **fields)
         with tracing.run_span(
             spec.name, job_id=claimed.job_id, attempt=prepared.attempt, queue=claimed.queue, meta=prepared.meta
         ):
@@ -352,7 +352,10 @@ class JobExecutor:
         await self._status_writes.submit(transition, wait=wait)
 
     async def _finish(self, claimed: ClaimedJob, result: bytes | None) -> None:
-        await self._finishes.submit(Finished(claimed.job_id, result, self._keep_result_ms, claimed.queue))
+        # Not awaited: the row is final already (the ending transition was), so a finish that Redis refuses past
+        # the outage budget only leaves the lease to lapse, and the job's next claim finds the row final
+        # (_ended_already) and finishes it unrun. Closing the executor still writes every finish submitted.
+        await self._finishes.submit(Finished(claimed.job_id, result, self._keep_result_ms, claimed.queue), wait=False)
 
     async def _requeue(self, claimed: ClaimedJob, *, due_ms: int, give_back_try: bool) -> bool:
         queue = self._queues[claimed.queue]
