@@ -1,6 +1,7 @@
-"""Finishing a batch of jobs in one script call, against real Redis (and Redis Cluster): each job's result is
-kept for its time, everything else of the job is gone, and a lease that is no longer ours, or a key something
-else made another type, is left alone without stopping the rest of the batch."""
+"""A job's keys through claim and finish, against real Redis (and Redis Cluster): a claim makes the try counter
+with its TTL and counts each try; finishing a batch of jobs in one script call keeps each job's result for its
+time, removes everything else of the job, and leaves alone a lease that is no longer ours or a key something
+else made another type, without stopping the rest of the batch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from runner.broker.enqueue import Enqueuer
-from runner.broker.keys import QueueKeys
+from runner.broker.keys import TRY_COUNTER_TTL_MS, QueueKeys
 from runner.broker.queue import Finished, RedisQueue
 from runner.broker.queues import WorkerQueues
 from runner.resources import Resources
@@ -73,3 +74,15 @@ async def test_a_worker_of_several_queues_finishes_each_queues_jobs_in_its_own_q
         assert await resources.redis.zcard(keys.jobs) == 0
         assert await resources.redis.scard(keys.leases("fin-multi")) == 0  # type: ignore[misc]
         assert await resources.redis.exists(*(keys.result(f"{name}-fin-{n}") for n in range(3))) == 3
+
+
+async def test_a_claim_makes_the_try_counter_with_its_ttl_and_counts_each_try(resources: Resources, settings: Settings):
+    redis, keys = resources.redis, QueueKeys.of(settings.queue_name)
+    assert await Enqueuer(redis).enqueue(settings.queue_name, "tries-1", "x.job", {"n": 1})
+    queue = RedisQueue(redis, queue=settings.queue_name, worker_id="tries-worker", lease_ttl_s=30)
+    for expected in (1, 2, 3):
+        (claimed,) = (await queue.claim(now_ms(), 10, idle_for_s=5)).jobs
+        assert claimed.try_count == expected
+        assert await redis.get(keys.tries("tries-1")) == str(expected).encode()
+        assert 0 < await redis.pttl(keys.tries("tries-1")) <= TRY_COUNTER_TTL_MS
+        assert await queue.release("tries-1", due_ms=now_ms(), give_back_try=False)

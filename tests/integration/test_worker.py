@@ -156,7 +156,11 @@ async def test_pickle_payload_is_refused_unread(
     row = await client.get("pickled")
     assert row is not None and row.error is not None and "pickle" in row.error
     assert not marker.exists()
-    assert await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, "pickled") is None
+
+    async def off_the_queue() -> bool:  # its finish goes to Redis after its row is written
+        return await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, "pickled") is None
+
+    await wait_for(off_the_queue, 5)
     await client.enqueue("probe.record", job_id=f"after-{settings.queue_name}", tag="after-pickle")
     await until_status(client, f"after-{settings.queue_name}", JobStatus.COMPLETED)
 
@@ -375,9 +379,12 @@ async def test_cancel_stops_a_running_job_and_runs_its_hook(
     async def hook_ran() -> bool:  # the hook runs right after the row says cancelled
         return (job_id, "cancelled") in failures
 
+    async def off_the_queue() -> bool:  # its finish goes to Redis after the hook
+        return await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, job_id) is None
+
     await wait_for(hook_ran, 5)
+    await wait_for(off_the_queue, 5)
     assert not any(s["tag"] == "cancel-me" for s in seen)
-    assert await resources.redis.zscore(QueueKeys.of(settings.queue_name).jobs, job_id) is None
 
 
 async def test_cancel_reaches_a_queued_job_without_waiting_for_its_turn(

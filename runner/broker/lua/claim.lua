@@ -49,22 +49,29 @@ for _, item in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
   end
 end
 redis.call('DEL', inbox)
+-- Per job only what each needs: its lease, its try, its payload. The lease set is added to once, at the end;
+-- abort requests are looked up only if there are any; a try counter is made with its TTL in one command (a
+-- later try's INCR keeps it).
+local leased, any_abort = {}, redis.call('ZCARD', abort) > 0
 while got < want and offset < scan do
   local page = redis.call('ZRANGEBYSCORE', queue, '-inf', now, 'WITHSCORES', 'LIMIT', offset, 200)
   if #page == 0 then break end
   for i = 1, #page, 2 do
     local id = page[i]
     if redis.call('SET', lease_prefix .. id, worker, 'NX', 'PX', lease_ms) then
-      redis.call('SADD', leases, id)
-      local try = redis.call('INCR', try_prefix .. id)
-      redis.call('PEXPIRE', try_prefix .. id, try_ttl_ms)
-      local aborted = redis.call('ZSCORE', abort, id) and 1 or 0
+      leased[#leased + 1] = id
+      local try = 1
+      if not redis.call('SET', try_prefix .. id, 1, 'NX', 'PX', try_ttl_ms) then try = redis.call('INCR', try_prefix .. id) end
+      local aborted = any_abort and redis.call('ZSCORE', abort, id) and 1 or 0
       out[#out + 1] = {id, redis.call('GET', job_prefix .. id), try, page[i + 1], aborted}
       got = got + 1
       if got >= want then break end
     end
   end
   offset = offset + #page / 2
+end
+for first = 1, #leased, 1000 do  -- in chunks that stay well inside Lua's stack for unpack()
+  redis.call('SADD', leases, unpack(leased, first, math.min(first + 999, #leased)))
 end
 if got > 0 then
   redis.call('PEXPIRE', leases, lease_ms * 4)

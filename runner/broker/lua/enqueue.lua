@@ -67,8 +67,8 @@ if tonumber(due) <= tonumber(now) then
     if redis.call('SET', lease_prefix .. id, worker, 'NX', 'PX', lease_ms) then
       redis.call('SADD', leases_prefix .. worker, id)
       redis.call('PEXPIRE', leases_prefix .. worker, tonumber(lease_ms) * 4)
-      local try = redis.call('INCR', try_prefix .. id)
-      redis.call('PEXPIRE', try_prefix .. id, try_ttl_ms)
+      local try = 1  -- made with its TTL in one command, as in claim.lua
+      if not redis.call('SET', try_prefix .. id, 1, 'NX', 'PX', try_ttl_ms) then try = redis.call('INCR', try_prefix .. id) end
       local aborted = redis.call('ZSCORE', abort, id) and 1 or 0
       local inbox = inbox_prefix .. worker
       redis.call('RPUSH', inbox, #id .. '|' .. id .. '|' .. try .. '|' .. due .. '|' .. aborted .. '|' .. payload)
