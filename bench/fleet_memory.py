@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +34,10 @@ import asyncpg
 import httpx
 import psutil
 
+from bench.cow import page_origins
 from bench.stories import wait_ready
 from runner.devservers import free_port
+from runner.fleet.zygote import TITLE as ZYGOTE_TITLE
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -47,6 +50,7 @@ class Row:
     uss_mib: float
     pss_mib: float
     rss_mib: float
+    copied_mib: float | None = None  # heap pages it holds a copy of where the zygote holds its own (bench.cow)
 
 
 def role_of(process: psutil.Process, supervisor: int) -> str | None:
@@ -75,6 +79,12 @@ def fleet_rows(supervisor: int) -> list[Row]:
         except psutil.NoSuchProcess:
             continue
         rows.append(Row(role, process.pid, info.uss / MIB, info.pss / MIB, info.rss / MIB))
+    zygote = next((r.pid for r in rows if r.role == ZYGOTE_TITLE), None)
+    for row in rows:
+        if zygote is not None and row.role in ("supervisor", "api", "worker", "intake"):
+            with contextlib.suppress(OSError):
+                origins = page_origins(zygote, row.pid)
+                row.copied_mib = origins.copied_mib if origins is not None else None
     order = {"supervisor": 0, "api": 2, "worker": 3, "intake": 4}
     return sorted(rows, key=lambda r: (order.get(r.role, 1), r.pid))
 
@@ -117,10 +127,14 @@ async def measure(workers: int, stories: int, settle_s: float, mode: str) -> tup
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| process | pid | USS MiB | PSS MiB | RSS MiB |", "|---|---|---|---|---|"]
-    lines += [f"| {r.role} | {r.pid} | {r.uss_mib:.1f} | {r.pss_mib:.1f} | {r.rss_mib:.1f} |" for r in rows]
+    lines = [
+        "| process | pid | USS MiB | PSS MiB | RSS MiB | of its USS, copied on write MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r.role} | {r.pid} | {r.uss_mib:.1f} | {r.pss_mib:.1f} | {r.rss_mib:.1f} | "
+              f"{'' if r.copied_mib is None else f'{r.copied_mib:.1f}'} |" for r in rows]  # fmt: skip
     total = [sum(getattr(r, f) for r in rows) for f in ("uss_mib", "pss_mib", "rss_mib")]
-    lines.append(f"| **fleet** | | {total[0]:.1f} | **{total[1]:.1f}** | {total[2]:.1f} |")
+    lines.append(f"| **fleet** | | {total[0]:.1f} | **{total[1]:.1f}** | {total[2]:.1f} | |")
     return "\n".join(lines)
 
 
