@@ -196,6 +196,9 @@ def test_fleet_memory_reads_every_process_of_a_forked_fleet() -> None:
     roles = {p["role"] for p in fleet["rows"]}
     assert {"supervisor", "storymimi-zygote", "api", "worker"} <= roles, roles
     assert all(finite_positive(p[m]) for p in fleet["rows"] for m in ("uss_mib", "pss_mib", "rss_mib")), fleet
+    # Each forked process's pages copied on write from the zygote's (root reads the frames: CI runs as root).
+    copied = [p["copied_mib"] for p in fleet["rows"] if p["role"] in ("supervisor", "api", "worker")]
+    assert all(c is None or 0 < c < 200 for c in copied) and (os.geteuid() != 0 or None not in copied), fleet
 
 
 def test_worker_start_up_is_timed_from_spawn_to_first_job() -> None:
