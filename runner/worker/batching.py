@@ -40,6 +40,9 @@ class Batcher(Generic[T]):
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._submitted = 0  # items submitted so far, and of them written (or failed): for flush()
+        self._handled = 0
+        self._progress = asyncio.Event()
 
     async def __aenter__(self) -> Batcher[T]:
         self._task = asyncio.create_task(self._run(), name=f"batcher:{self._name}")
@@ -57,6 +60,7 @@ class Batcher(Generic[T]):
             await self._room.wait()
         done = asyncio.get_running_loop().create_future() if wait else None
         self._items.append((item, done))
+        self._submitted += 1
         self._pending.set()
         if done is not None:
             await done
@@ -65,6 +69,13 @@ class Batcher(Generic[T]):
     def task(self) -> asyncio.Task[None] | None:
         """The writer task while open (for a watcher: it ends only at close, or by a bug)."""
         return self._task
+
+    async def flush(self) -> None:
+        """Return once every item submitted before this call has been written (or its write has failed)."""
+        target = self._submitted
+        while self._handled < target and self._task is not None and not self._task.done():
+            self._progress.clear()
+            await self._progress.wait()
 
     async def close(self) -> None:
         """Write everything submitted so far, then stop."""
@@ -82,7 +93,11 @@ class Batcher(Generic[T]):
             while self._items:
                 batch, self._items = self._items[: self._max_items], self._items[self._max_items :]
                 self._room.set()
-                await self._write_batch(batch)
+                try:
+                    await self._write_batch(batch)
+                finally:
+                    self._handled += len(batch)
+                    self._progress.set()
             if self._closing:
                 return
 

@@ -94,7 +94,9 @@ class JobExecutor:
         self._foreign = ForeignResults(resources.redis, celery_expires_s=resources.settings.celery_result_expires_s)
         self._outage_s = outage_s = resources.settings.outage_retry_s
         self._status_writes = Batcher[Transition]("status_write", self._write_transitions, outage_s=outage_s)
-        self._finishes = Batcher[Finished]("finish", self._queues.finish_many, outage_s=outage_s)
+        self._finishes = Batcher[Finished]("finish", self._write_finishes, outage_s=outage_s)
+        # Jobs that ended (row final) whose finish is not yet written in Redis: still leased to us, not running.
+        self.finishing: set[str] = set()
         self.priorities = {name: spec.priority for name, spec in specs.items()}  # a join is pushed with its own
         self._joins = Joins(resources, outage_s=outage_s, priorities=self.priorities)
 
@@ -109,6 +111,15 @@ class JobExecutor:
         await self._status_writes.close()
         if self._join_tasks:  # bounded: what is left is the sweeper's (a join's row, or its push)
             await asyncio.wait(list(self._join_tasks), timeout=_JOIN_DRAIN_S)
+
+    async def _write_finishes(self, finished: Sequence[Finished]) -> None:
+        await self._queues.finish_many(finished)
+        self.finishing.difference_update(f.job_id for f in finished)
+
+    async def flush_finishes(self) -> None:
+        """Write the finishes submitted so far (jobs ended, not yet off the queue in Redis): before a stopping
+        worker gives back the leases it still holds, so it gives back none of a job that ended."""
+        await self._finishes.flush()
 
     def side_tasks(self) -> list[asyncio.Task[None]]:
         """The write batchers' tasks, for the worker to watch."""
@@ -355,6 +366,7 @@ class JobExecutor:
         # Not awaited: the row is final already (the ending transition was), so a finish that Redis refuses past
         # the outage budget only leaves the lease to lapse, and the job's next claim finds the row final
         # (_ended_already) and finishes it unrun. Closing the executor still writes every finish submitted.
+        self.finishing.add(claimed.job_id)
         await self._finishes.submit(Finished(claimed.job_id, result, self._keep_result_ms, claimed.queue), wait=False)
 
     async def _requeue(self, claimed: ClaimedJob, *, due_ms: int, give_back_try: bool) -> bool:

@@ -148,8 +148,9 @@ class Worker:
             try:
                 await self._claim_loop(parts)
                 with suppress(RedisError, OSError):
-                    await self._give_back_unstarted(queues)
+                    await self._give_back_unstarted(queues, parts.executor.finishing)
                 await self._drain()
+                await parts.executor.flush_finishes()
                 for queue in queues:
                     with suppress(RedisError, OSError):  # e.g. a job handed over as our blocked read was cancelled
                         if released := await queue.release_all():
@@ -351,12 +352,14 @@ class Worker:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _give_back_unstarted(self, queues: WorkerQueues) -> None:
+    async def _give_back_unstarted(self, queues: WorkerQueues, finishing: set[str]) -> None:
         """Give back, before draining, jobs leased to us that we never started: a job an enqueue handed over
         just as our blocked read was cancelled by stop() is popped off the inbox on a read nobody reads.
-        Without this it would wait for our drain and exit (or a recycle's long job) before running."""
+        Without this it would wait for our drain and exit (or a recycle's long job) before running. Jobs that
+        ended and whose finish is on its way to Redis (`finishing`) are not unstarted: given back, they would run
+        again."""
         for queue in queues:
-            unstarted = set(await queue.held()) - set(self._running)
+            unstarted = set(await queue.held()) - set(self._running) - finishing
             if not unstarted:
                 continue
             now_ms = int(time.time() * 1000)

@@ -131,8 +131,9 @@ def test_story_memory_and_api_benchmarks_give_numbers() -> None:
 @pytest.mark.timeout(150)
 def test_the_w1_profile_gives_costs_per_job() -> None:
     """`make bench-profile` prints, per job, the Redis commands (scripts included: the enqueue's EVALSHA, and more
-    for the claims and the batched finishes), Postgres rows and WAL, and CPU of each process tree: finite, the counts and the driver's CPU
-    positive (300 jobs may cost a server less than one clock tick of CPU: 0 there is a sample, not an error)."""
+    for the claims and the batched finishes), Postgres rows and WAL, and CPU of each process tree: finite, the
+    counts and the driver's CPU positive (300 jobs may cost a server less than one clock tick of CPU: 0 there is
+    a sample, not an error)."""
     report = json.loads(run("bench.profile_w1", "--jobs", "300", timeout=120))
     assert report["jobs"] == 300 and finite_positive(report["jobs_per_s"]), report
     assert report["redis_commands_per_job_by_name"]["evalsha"] > 1, report

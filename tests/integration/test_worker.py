@@ -12,10 +12,12 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from runner.broker.enqueue import Enqueuer
 from runner.broker.keys import QueueKeys
 from runner.broker.queue import RedisQueue
+from runner.broker.queues import WorkerQueues
 from runner.client import JobClient
 from runner.context import JobContext
 from runner.errors import JobArgumentsError, PermanentError, RetryLaterError, TransientError
@@ -24,6 +26,7 @@ from runner.resources import Resources
 from runner.retry import RetryPolicy
 from runner.settings import Settings
 from runner.status import JobStatus
+from runner.worker.worker import Worker
 from tests.conftest import MakeSettings, RunWorker, wait_for
 
 pytestmark = pytest.mark.also_on_cluster  # the broker's behaviour, again on Redis Cluster
@@ -258,6 +261,39 @@ async def test_an_enqueue_with_a_nul_in_its_arguments_is_refused_before_any_writ
     assert await client.enqueue("probe.record", job_id=f"nul-free-{settings.queue_name}", tag="a\\u0000")
     assert await resources.redis.zcard(QueueKeys.of(settings.queue_name).jobs) == 1  # only the NUL-free one
     assert await client.get(f"nul-arg-{settings.queue_name}") is None
+
+
+async def test_a_stopping_worker_writes_its_ended_jobs_finishes_before_giving_back_leases(
+    resources: Resources, settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    """A job's finish in Redis is not awaited by the job: a worker stopped right after its jobs ended writes
+    those finishes before it gives back the leases it still holds, so no ended job goes back to the queue."""
+    finish_many = WorkerQueues.finish_many
+
+    async def slow_finish_many(self: WorkerQueues, finished: Any) -> None:  # a slow Redis: the window is wide
+        await asyncio.sleep(0.2)
+        await finish_many(self, finished)
+
+    monkeypatch.setattr(WorkerQueues, "finish_many", slow_finish_many)
+    client = client_for(resources, settings)
+    ids = [f"stop-after-{n}-{settings.queue_name}" for n in range(200)]
+    await asyncio.gather(*(client.enqueue("probe.record", job_id=i, tag="stop-after") for i in ids))
+    worker = Worker(settings, REGISTRY)
+    with capture_logs() as logs:
+        running = asyncio.create_task(worker.run())
+
+        async def all_ended() -> bool:
+            return worker.jobs_done >= len(ids)
+
+        await wait_for(all_ended, 30, every=0.001)
+        worker.stop()  # at once: some finishes are still in the batcher
+        await asyncio.wait_for(running, 30)
+    given_back = [e for e in logs if e["event"] in ("leases_released_at_exit", "handed_jobs_given_back")]
+    assert given_back == [], given_back
+    keys = QueueKeys.of(settings.queue_name)
+    assert await resources.redis.zcard(keys.jobs) == 0
+    assert await resources.redis.exists(keys.leases(worker.worker_id)) == 0
+    assert {(await client.get(i)).status for i in ids} == {JobStatus.COMPLETED}  # type: ignore[union-attr]
 
 
 async def test_hard_time_limit_stops_and_fails(resources: Resources, settings: Settings, run_worker: RunWorker):

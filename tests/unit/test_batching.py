@@ -65,3 +65,26 @@ async def test_a_permanent_write_error_reaches_the_waiters():
     async with Batcher[int]("test", sink.write, outage_s=1) as batcher:
         with pytest.raises(ValueError, match="bad row"):
             await batcher.submit(1)
+
+
+async def test_flush_returns_once_every_item_submitted_before_it_is_written():
+    """`flush()` waits for fire-and-forget items too, across several writes, and not for items submitted
+    after it was called; with nothing pending it returns at once."""
+    sink = Sink(delay_s=0.02)
+    async with Batcher[int]("test", sink.write, max_items=2, outage_s=1) as batcher:
+        await batcher.flush()
+        for n in range(5):
+            await batcher.submit(n, wait=False)
+        flushing = asyncio.create_task(batcher.flush())
+        await asyncio.sleep(0)
+        await batcher.submit(99, wait=False)  # after flush() began: not waited for
+        await flushing
+        assert sorted(n for batch in sink.batches for n in batch if n != 99) == [0, 1, 2, 3, 4]
+    assert [n for batch in sink.batches for n in batch][-1] == 99
+
+
+async def test_flush_returns_when_a_write_fails():
+    sink = Sink(fail=RuntimeError("refused"))
+    async with Batcher[int]("test", sink.write, outage_s=0.05) as batcher:
+        await batcher.submit(1, wait=False)
+        await asyncio.wait_for(batcher.flush(), 5)
