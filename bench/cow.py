@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 import sys
 from dataclasses import dataclass
+from typing import BinaryIO
 
 __all__ = ["PageOrigins", "page_origins"]
 
@@ -41,9 +42,9 @@ def _heap_ranges(pid: int) -> list[tuple[int, int]]:
     return found
 
 
-def _entries(pagemap: object, start: int, end: int) -> tuple[int, ...]:
-    pagemap.seek(start // _PAGE * 8)  # type: ignore[attr-defined]
-    data = pagemap.read((end - start) // _PAGE * 8)  # type: ignore[attr-defined]
+def _entries(pagemap: BinaryIO, start: int, end: int) -> tuple[int, ...]:
+    pagemap.seek(start // _PAGE * 8)
+    data = pagemap.read((end - start) // _PAGE * 8)
     return struct.unpack(f"{len(data) // 8}Q", data)
 
 

@@ -31,9 +31,9 @@ for i = 6, #ARGV, 3 do
 end
 -- Many members a command, in chunks that stay well inside Lua's stack for unpack().
 for first = 1, #ids, 1000 do
-  local chunk = {unpack(ids, first, math.min(first + 999, #ids))}
-  redis.call('SREM', leases, unpack(chunk))
-  redis.call('ZREM', queue, unpack(chunk))
-  redis.call('ZREM', abort, unpack(chunk))
+  local last = math.min(first + 999, #ids)
+  redis.call('SREM', leases, unpack(ids, first, last))
+  redis.call('ZREM', queue, unpack(ids, first, last))
+  redis.call('ZREM', abort, unpack(ids, first, last))
 end
 return #ids
